@@ -1,0 +1,84 @@
+"""create_app(settings): routers, middleware, error handlers, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from tollhouse import __version__, system
+from tollhouse.config import Settings, load_settings
+from tollhouse.db.engine import Database
+from tollhouse.identity import routes as identity_routes
+from tollhouse.identity.caller import IdentityContext
+from tollhouse.identity.issuers import IssuerRegistry
+from tollhouse.identity.service import TokenSettings
+from tollhouse.kit.errors import install_error_handlers
+from tollhouse.kit.logging import configure_logging
+from tollhouse.kit.metrics import HttpMetrics
+from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from tollhouse.tenancy.service import ensure_home_project
+
+log = structlog.get_logger("tollhouse")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    database = Database(settings.effective_database_url)
+    metrics = HttpMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with database.session() as session:
+            home = await ensure_home_project(
+                session, settings.home_platform_name, settings.home_project_name
+            )
+        app.state.identity = IdentityContext(
+            settings=settings,
+            issuers=IssuerRegistry(
+                settings.external_issuers(),
+                cache_seconds=settings.jwks_cache_seconds,
+                refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+                timeout_seconds=settings.jwks_timeout_seconds,
+            ),
+            home_project_id=home.id,
+            token_settings=TokenSettings.from_settings(settings),
+        )
+        log.info(
+            "started", version=__version__, database=database.backend, env=settings.tollhouse_env
+        )
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPI(
+        title="Tollhouse",
+        version=__version__,
+        description="The front door of paid APIs: auth, credits, quotas, billing, upstreams.",
+        lifespan=lifespan,
+    )
+    app.state.database = database
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(identity_routes.users)
+    app.include_router(identity_routes.auth)
+    app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
+
+    # Added innermost first: CORS ends up outermost, so preflights never reach auth.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    if settings.cors_enabled:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    return app

@@ -1,0 +1,194 @@
+"""`tollhouse serve | migrate | users | tokens | secrets`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollhouse import __version__
+from tollhouse.config import ConfigError, Settings, load_settings, read_dev_secrets
+from tollhouse.db import migrate as migrations
+from tollhouse.db.engine import Database
+from tollhouse.identity import service as identity
+from tollhouse.kit.errors import TollhouseError
+from tollhouse.tenancy.service import ensure_home_project
+
+app = typer.Typer(help="Tollhouse: the front door of paid APIs.", no_args_is_help=True)
+users_app = typer.Typer(help="Users of the home project.", no_args_is_help=True)
+tokens_app = typer.Typer(help="Access and refresh tokens.", no_args_is_help=True)
+secrets_app = typer.Typer(
+    help="Development secrets kept in the data directory.", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(secrets_app, name="secrets")
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"tollhouse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Tollhouse: the front door of paid APIs."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the API. The embedded SQLite database is migrated automatically."""
+    import uvicorn
+
+    settings = _settings()
+    url = settings.effective_database_url
+    if settings.is_embedded_database:
+        migrations.upgrade(url)
+    elif not migrations.is_up_to_date(url):
+        err.print(
+            "[red]The database is not at the latest migration: run `tollhouse migrate`.[/red]"
+        )
+        raise typer.Exit(2)
+    console.print(
+        f"Tollhouse {__version__} on http://{host}:{port} "
+        f"([bold]{'SQLite' if settings.is_embedded_database else 'PostgreSQL'}[/bold], "
+        f"{settings.tollhouse_env})"
+    )
+    uvicorn.run(
+        "tollhouse.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database to the latest schema."""
+    settings = _settings()
+    migrations.upgrade(settings.effective_database_url)
+    console.print(f"[green]Database at revision {migrations.head_revision()}[/green]")
+
+
+def _run(work: Callable[[AsyncSession, str, Settings], Awaitable[T]]) -> T:
+    """Run `work(session, home_project_id, settings)` in one committed unit of work."""
+    settings = _settings()
+    if settings.is_embedded_database:
+        migrations.upgrade(settings.effective_database_url)
+
+    async def main() -> T:
+        database = Database(settings.effective_database_url)
+        try:
+            async with database.session() as session:
+                home = await ensure_home_project(
+                    session, settings.home_platform_name, settings.home_project_name
+                )
+                return await work(session, home.id, settings)
+        finally:
+            await database.dispose()
+
+    try:
+        return asyncio.run(main())
+    except TollhouseError as exc:
+        err.print(f"[red]{exc.code}: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@users_app.command("resolve")
+def users_resolve(
+    external_id: str,
+    email: Annotated[str | None, typer.Option(help="Email to store.")] = None,
+    display_name: Annotated[str | None, typer.Option(help="Name to show.")] = None,
+) -> None:
+    """Find or create the user with EXTERNAL_ID; prints its id."""
+
+    async def work(session: AsyncSession, home: str, _: Settings) -> tuple[str, bool]:
+        user, created = await identity.resolve_user(
+            session, home, external_id, email=email, display_name=display_name
+        )
+        return str(user.id), created
+
+    user_id, created = _run(work)
+    console.print(json.dumps({"user_id": user_id, "created": created}))
+
+
+@tokens_app.command("issue")
+def tokens_issue(user: Annotated[str, typer.Argument(help="User id or external id.")]) -> None:
+    """Print a fresh access + refresh token pair for USER."""
+
+    async def work(session: AsyncSession, home: str, settings: Settings) -> identity.TokenPair:
+        found = await identity.find_user(session, home, user)
+        return await identity.sign_in(
+            session, found, identity.TokenSettings.from_settings(settings)
+        )
+
+    pair = _run(work)
+    console.print_json(
+        json.dumps(
+            {
+                "access_token": pair.access_token,
+                "refresh_token": pair.refresh_token,
+                "token_type": pair.token_type,
+                "expires_in": pair.expires_in,
+            }
+        )
+    )
+
+
+@secrets_app.command("show")
+def secrets_show(
+    name: Annotated[
+        str | None, typer.Argument(help="Print only this one (e.g. FLASH_SERVICE_KEY).")
+    ] = None,
+) -> None:
+    """The generated development secrets (never used in production)."""
+    settings = _settings()
+    if settings.is_production:
+        err.print("[red]Production secrets come from the environment; nothing to show.[/red]")
+        raise typer.Exit(2)
+    stored = read_dev_secrets(settings.tollhouse_data_dir, create=True)
+    effective = {key.upper(): settings.secret(key) or stored[key] for key in stored}
+    if name is not None:
+        if name.upper() not in effective:
+            err.print(f"[red]No generated secret named {name}.[/red]")
+            raise typer.Exit(1)
+        typer.echo(effective[name.upper()])
+        return
+    table = Table("name", "value", title=f"Secrets in {settings.tollhouse_data_dir}")
+    for key, value in effective.items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,242 @@
+"""Settings from the environment (and `.env`), with env names that follow the seeds.
+
+`load_settings()` is the one way in: it reads the environment, fills the secrets a
+development machine may leave unset from a file in the data directory (generated once), and
+refuses to return production settings that carry a missing or well-known secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SECRETS_FILE = "secrets.json"
+# Secrets the service cannot run without: generated on a dev machine, required in production.
+GENERATED_SECRETS = ("jwt_secret_key", "tollhouse_secret_pepper", "flash_service_key")
+# Secrets that switch a feature on when set; in production they must not be weak.
+OPTIONAL_SECRETS = ("admin_api_key", "gateway_signing_secret")
+WELL_KNOWN_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "password",
+        "dev",
+        "development",
+        "test",
+        "your-secret-key",
+        "your-secret-key-here",
+        "please-change-me",
+        "supersecret",
+    }
+)
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used; the message names every offending setting."""
+
+
+class IssuerConfig(BaseModel):
+    """An external identity provider whose JWTs we accept, verified against its JWKS."""
+
+    issuer: str
+    jwks_url: str
+    audience: str | list[str]
+    external_id_claim: str = "sub"
+    # Namespaces the external id so two issuers' subjects never collide ("google:123").
+    external_id_prefix: str = ""
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    # Additional `iss` spellings for the same provider (Google uses two).
+    aliases: list[str] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    tollhouse_env: Literal["development", "test", "production"] = "development"
+    tollhouse_data_dir: Path = Path("data")
+    database_url: str | None = None
+    db_health_timeout_seconds: float = 5.0
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Identity
+    auth_enabled: bool = True
+    jwt_secret_key: SecretStr | None = None
+    jwt_access_expire_minutes: int = Field(15, ge=1)
+    jwt_refresh_expire_days: int = Field(30, ge=1)
+    tollhouse_secret_pepper: SecretStr | None = None
+    apple_bundle_id: str | None = None
+    apple_jwks_url: str = "https://appleid.apple.com/auth/keys"
+    google_oauth_client_id: str | None = None
+    google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    jwt_issuers: list[IssuerConfig] = Field(default_factory=list)
+    jwks_cache_seconds: int = Field(300, ge=0)
+    jwks_refetch_cooldown_seconds: float = Field(30.0, ge=0)
+    jwks_timeout_seconds: float = Field(5.0, gt=0)
+
+    # Service-to-service and operator credentials
+    flash_service_key: SecretStr | None = None
+    gateway_signing_secret: SecretStr | None = None
+    gateway_signature_tolerance_seconds: int = Field(300, ge=1)
+    require_signed_gateway: bool = False
+    admin_api_key: SecretStr | None = None
+
+    # HTTP
+    cors_enabled: bool = True
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+
+    # Tenancy
+    home_platform_name: str = "home"
+    home_project_name: str = "home"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator(
+        "jwt_secret_key",
+        "tollhouse_secret_pepper",
+        "flash_service_key",
+        "gateway_signing_secret",
+        "admin_api_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def is_production(self) -> bool:
+        return self.tollhouse_env == "production"
+
+    @property
+    def effective_database_url(self) -> str:
+        url = self.database_url or f"sqlite:///{self.tollhouse_data_dir / 'tollhouse.db'}"
+        return normalize_database_url(url)
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def external_issuers(self) -> list[IssuerConfig]:
+        """Configured issuers plus Apple and Google when their client ids are set."""
+        issuers = list(self.jwt_issuers)
+        if self.apple_bundle_id:
+            issuers.append(apple_issuer(self))
+        if self.google_oauth_client_id:
+            issuers.append(google_issuer(self))
+        return issuers
+
+    def secret(self, name: str) -> str | None:
+        value = getattr(self, name)
+        return value.get_secret_value() if value is not None else None
+
+
+APPLE_ISSUER = "https://appleid.apple.com"
+GOOGLE_ISSUER = "https://accounts.google.com"
+
+
+def apple_issuer(settings: Settings) -> IssuerConfig:
+    return IssuerConfig(
+        issuer=APPLE_ISSUER,
+        jwks_url=settings.apple_jwks_url,
+        audience=settings.apple_bundle_id or "",
+        external_id_prefix="apple:",
+        algorithms=["RS256", "ES256"],
+    )
+
+
+def google_issuer(settings: Settings) -> IssuerConfig:
+    return IssuerConfig(
+        issuer=GOOGLE_ISSUER,
+        aliases=["accounts.google.com"],
+        jwks_url=settings.google_jwks_url,
+        audience=settings.google_oauth_client_id or "",
+        external_id_prefix="google:",
+        algorithms=["RS256"],
+    )
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the plain URLs people paste and pick the async driver for them."""
+    for plain, driver in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("sqlite:///", "sqlite+aiosqlite:///"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    settings = Settings(**overrides)
+    if settings.is_production:
+        check_production_secrets(settings)
+        return settings
+    return fill_dev_secrets(settings)
+
+
+def check_production_secrets(settings: Settings) -> None:
+    problems: list[str] = []
+    for name in GENERATED_SECRETS:
+        value = settings.secret(name)
+        if value is None:
+            problems.append(f"{name.upper()} is not set")
+        elif weak_reason := _weakness(value):
+            problems.append(f"{name.upper()} {weak_reason}")
+    for name in OPTIONAL_SECRETS:
+        value = settings.secret(name)
+        if value is not None and (weak_reason := _weakness(value)):
+            problems.append(f"{name.upper()} {weak_reason}")
+    if problems:
+        raise ConfigError("refusing to start with TOLLHOUSE_ENV=production: " + "; ".join(problems))
+
+
+def _weakness(value: str) -> str | None:
+    if value.strip().lower() in WELL_KNOWN_SECRETS:
+        return "is a well-known default value"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    return None
+
+
+def fill_dev_secrets(settings: Settings) -> Settings:
+    """Give a dev machine stable secrets without asking: generated once, kept in the data dir."""
+    missing = [name for name in GENERATED_SECRETS if getattr(settings, name) is None]
+    if not missing:
+        return settings
+    stored = read_dev_secrets(settings.tollhouse_data_dir, create=True)
+    return settings.model_copy(update={name: SecretStr(stored[name]) for name in missing})
+
+
+def read_dev_secrets(data_dir: Path, *, create: bool) -> dict[str, str]:
+    path = data_dir / SECRETS_FILE
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    absent = [name for name in GENERATED_SECRETS if name not in stored]
+    if absent and create:
+        stored.update({name: secrets.token_urlsafe(32) for name in absent})
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Written with 0600 from the start so the secrets are never world-readable.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(stored, handle, indent=2)
+    return stored

@@ -1,0 +1,1 @@
+"""Who is calling: users, tokens, external issuers, service keys, signed gateways, the Caller."""

@@ -1,0 +1,227 @@
+"""The one place that decides who is calling (DESIGN.md, "The Caller").
+
+Checked in this order, first credential present wins, and a present-but-bad credential is
+refused rather than ignored:
+
+1. `X-Admin-Key`                                        → admin
+2. `X-Gateway-Signature` + `X-Gateway-Timestamp` (HMAC) → service with `X-User-Id`, or system
+3. `X-Service-Key` (+ `X-User-ID`)                      → service with that user, or system
+4. `Authorization: Bearer …`                            → platform secret key (sk_…), or a JWT:
+                                                          an external issuer's, or our own
+5. `X-Publishable-Key`                                  → platform publishable key
+6. nothing                                              → anonymous
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollhouse.config import Settings
+from tollhouse.db.session import SessionDep
+from tollhouse.identity import gateway_signing, service
+from tollhouse.identity.errors import (
+    AdminDisabled,
+    AdminKeyRequired,
+    AuthenticationRequired,
+    GatewaySignatureRequired,
+    InvalidAdminKey,
+    InvalidApiKey,
+    InvalidGatewaySignature,
+    InvalidServiceKey,
+    ServiceKeyNotConfigured,
+    ServiceKeyRequired,
+)
+from tollhouse.identity.issuers import IssuerRegistry
+from tollhouse.identity.models import User
+from tollhouse.identity.tokens import verify_access_token
+from tollhouse.kit.crypto import secrets_equal
+
+PLATFORM_KEY_PREFIXES = ("sk_test_", "sk_live_", "pk_test_", "pk_live_")
+
+
+class CallerKind(StrEnum):
+    ANONYMOUS = "anonymous"
+    SYSTEM = "system"
+    SERVICE = "service"
+    USER = "user"
+    ADMIN = "admin"
+    SECRET_KEY = "secret_key"  # noqa: S105 - a caller kind, not a secret
+    PUBLISHABLE_KEY = "publishable_key"
+    DEVELOPER = "developer"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    kind: CallerKind
+    project_id: str
+    user: User | None = None
+    metered: bool = False
+
+    @property
+    def is_service(self) -> bool:
+        return self.kind in (CallerKind.SERVICE, CallerKind.SYSTEM)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityContext:
+    """What the resolver needs from the app, built once at start-up."""
+
+    settings: Settings
+    issuers: IssuerRegistry
+    home_project_id: str
+    token_settings: service.TokenSettings
+
+
+def identity_context(request: Request) -> IdentityContext:
+    return cast(IdentityContext, request.app.state.identity)
+
+
+async def resolve_caller(request: Request, session: SessionDep) -> Caller:
+    context = identity_context(request)
+    caller = await _resolve(request, session, context)
+    request.state.caller_kind = caller.kind.value
+    return caller
+
+
+async def _resolve(request: Request, session: AsyncSession, context: IdentityContext) -> Caller:
+    settings = context.settings
+    headers = request.headers
+    home = context.home_project_id
+
+    if (admin_key := headers.get("x-admin-key")) is not None:
+        expected = settings.secret("admin_api_key")
+        if expected is None:
+            raise AdminDisabled()
+        if not secrets_equal(admin_key, expected):
+            raise InvalidAdminKey()
+        return Caller(CallerKind.ADMIN, home)
+
+    signature = headers.get("x-gateway-signature")
+    timestamp = headers.get("x-gateway-timestamp")
+    if signature is not None or timestamp is not None:
+        return await _signed_gateway_caller(request, session, context, signature, timestamp)
+
+    if (service_key := headers.get("x-service-key")) is not None:
+        if settings.require_signed_gateway:
+            raise GatewaySignatureRequired()
+        expected = settings.secret("flash_service_key")
+        if expected is None:
+            raise ServiceKeyNotConfigured()
+        if not secrets_equal(service_key, expected):
+            raise InvalidServiceKey()
+        return await _service_caller(session, home, headers.get("x-user-id"), metered=True)
+
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        scheme, _, credential = authorization.partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise AuthenticationRequired("Missing or invalid Authorization header.")
+        if credential.startswith(PLATFORM_KEY_PREFIXES):
+            # Platform API keys: resolved by tenancy once projects issue keys (the Platform
+            # API issue); until then no such key exists, so every one is unknown.
+            raise InvalidApiKey()
+        return await _bearer_token_caller(session, context, credential)
+
+    if headers.get("x-publishable-key") is not None:
+        raise InvalidApiKey("Invalid publishable key.")
+
+    return Caller(CallerKind.ANONYMOUS, home)
+
+
+async def _signed_gateway_caller(
+    request: Request,
+    session: AsyncSession,
+    context: IdentityContext,
+    signature: str | None,
+    timestamp: str | None,
+) -> Caller:
+    secret = context.settings.secret("gateway_signing_secret")
+    if secret is None:
+        raise InvalidGatewaySignature(
+            "Invalid gateway signature: GATEWAY_SIGNING_SECRET is not configured."
+        )
+    if signature is None or timestamp is None:
+        raise InvalidGatewaySignature(
+            "Invalid gateway signature: both X-Gateway-Signature and X-Gateway-Timestamp "
+            "are required."
+        )
+    user_reference = request.headers.get("x-user-id") or ""
+    gateway_signing.verify(
+        secret=secret,
+        signature=signature,
+        timestamp=timestamp,
+        method=request.method,
+        path=request.url.path,
+        user_id=user_reference,
+        now=time.time(),
+        tolerance_seconds=context.settings.gateway_signature_tolerance_seconds,
+    )
+    # Only a verified signature may switch metering off.
+    metered = request.headers.get("x-gateway-metered", "").lower() != "true"
+    return await _service_caller(
+        session, context.home_project_id, user_reference or None, metered=metered
+    )
+
+
+async def _service_caller(
+    session: AsyncSession, project_id: str, user_reference: str | None, *, metered: bool
+) -> Caller:
+    if not user_reference:
+        return Caller(CallerKind.SYSTEM, project_id)
+    user = await service.find_user(session, project_id, user_reference)
+    return Caller(CallerKind.SERVICE, project_id, user, metered=metered)
+
+
+async def _bearer_token_caller(
+    session: AsyncSession, context: IdentityContext, token: str
+) -> Caller:
+    home = context.home_project_id
+    issuer = context.issuers.find(token)
+    if issuer is not None:
+        identity = await context.issuers.verify(token, issuer)
+        user = await service.user_for_identity(session, home, identity)
+    else:
+        user_id = verify_access_token(context.token_settings.secret, token)
+        user = await service.active_user_by_id(session, home, user_id)
+    return Caller(CallerKind.USER, home, user, metered=True)
+
+
+CallerDep = Annotated[Caller, Depends(resolve_caller)]
+
+
+def gateway_caller(caller: CallerDep, request: Request) -> Caller:
+    """Any authenticated caller of the Gateway API; anonymous only when AUTH_ENABLED=false."""
+    if caller.kind is CallerKind.ANONYMOUS and identity_context(request).settings.auth_enabled:
+        raise AuthenticationRequired()
+    return caller
+
+
+def user_caller(caller: CallerDep) -> Caller:
+    if caller.user is None:
+        raise AuthenticationRequired()
+    return caller
+
+
+def service_caller(caller: CallerDep) -> Caller:
+    if not caller.is_service:
+        raise ServiceKeyRequired()
+    return caller
+
+
+def admin_caller(caller: CallerDep) -> Caller:
+    if caller.kind is not CallerKind.ADMIN:
+        raise AdminKeyRequired()
+    return caller
+
+
+GatewayCaller = Annotated[Caller, Depends(gateway_caller)]
+UserCaller = Annotated[Caller, Depends(user_caller)]
+ServiceCaller = Annotated[Caller, Depends(service_caller)]
+AdminCaller = Annotated[Caller, Depends(admin_caller)]

@@ -1,0 +1,46 @@
+"""Users (one per external id per project) and refresh tokens (stored only as hashes)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tollhouse.db.base import Base, CreatedAt
+
+EXTERNAL_ID_MAX = 255
+EMAIL_MAX = 320
+DISPLAY_NAME_MAX = 200
+
+
+class User(CreatedAt, Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("project_id", "external_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    # Null once the user is erased, so the id can be claimed again by a new sign-up.
+    external_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_MAX))
+    email: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
+    display_name: Mapped[str | None] = mapped_column(String(DISPLAY_NAME_MAX))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    last_login_at: Mapped[datetime | None]
+    erased_at: Mapped[datetime | None]
+
+
+class RefreshToken(CreatedAt, Base):
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # Every token rotated from one sign-in shares a family; reuse of any revokes them all.
+    family_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,211 @@
+"""Identity rules: find-or-create users, sign-ins, token pairs and their rotation.
+
+Functions flush, never commit: the request's unit of work decides.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollhouse.config import Settings
+from tollhouse.identity import repository
+from tollhouse.identity.errors import (
+    InvalidRefreshToken,
+    InvalidToken,
+    RefreshTokenExpired,
+    RefreshTokenReused,
+    UserDeactivated,
+    UserInactive,
+    UserNotFound,
+)
+from tollhouse.identity.issuers import ExternalIdentity
+from tollhouse.identity.models import EXTERNAL_ID_MAX, RefreshToken, User
+from tollhouse.identity.tokens import hash_refresh_token, issue_access_token, new_refresh_token
+from tollhouse.kit.clock import utcnow
+
+UserCreatedHook = Callable[[AsyncSession, User], Awaitable[None]]
+# Other domains react to a new user in the same transaction (the ledger grants signup credits).
+_user_created_hooks: list[UserCreatedHook] = []
+
+
+def on_user_created(hook: UserCreatedHook) -> UserCreatedHook:
+    _user_created_hooks.append(hook)
+    return hook
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    secret: str
+    pepper: str
+    access_minutes: int
+    refresh_days: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenSettings:
+        return cls(
+            secret=settings.secret("jwt_secret_key") or "",
+            pepper=settings.secret("tollhouse_secret_pepper") or "",
+            access_minutes=settings.jwt_access_expire_minutes,
+            refresh_days=settings.jwt_refresh_expire_days,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type
+
+
+async def resolve_user(
+    session: AsyncSession,
+    project_id: str,
+    external_id: str,
+    *,
+    email: str | None = None,
+    display_name: str | None = None,
+) -> tuple[User, bool]:
+    """Find or create the user with this external id; safe when many first calls race."""
+    new_id = await repository.insert_user_if_absent(
+        session, project_id, external_id, email, display_name
+    )
+    user = await repository.user_by_external_id(session, project_id, external_id)
+    assert user is not None, "the insert or a concurrent one must have created the user"
+    if not user.is_active:
+        raise UserDeactivated()
+    created = new_id is not None
+    if created:
+        for hook in _user_created_hooks:
+            await hook(session, user)
+    else:
+        user.email = email or user.email
+        user.display_name = display_name or user.display_name
+    user.last_login_at = utcnow()
+    await session.flush()
+    return user, created
+
+
+async def sign_in_external(
+    session: AsyncSession, project_id: str, identity: ExternalIdentity
+) -> User:
+    if len(identity.external_id) > EXTERNAL_ID_MAX:
+        raise InvalidToken("Invalid access token: the subject is too long")
+    user, _ = await resolve_user(
+        session,
+        project_id,
+        identity.external_id,
+        email=identity.email,
+        display_name=identity.display_name,
+    )
+    return user
+
+
+async def find_user(session: AsyncSession, project_id: str, reference: str) -> User:
+    """An active user by id or external id, or 404 telling the caller how to create one."""
+    user = await repository.user_by_reference(session, project_id, reference)
+    if user is None or not user.is_active:
+        raise UserNotFound(
+            f"User {reference[:64]} not found. Call POST /api/v1/users/resolve first."
+        )
+    return user
+
+
+async def active_user_by_id(session: AsyncSession, project_id: str, user_id: uuid.UUID) -> User:
+    user = await repository.user_by_id(session, project_id, user_id)
+    if user is None or not user.is_active:
+        raise UserInactive()
+    return user
+
+
+async def issue_token_pair(
+    session: AsyncSession,
+    user: User,
+    config: TokenSettings,
+    *,
+    family_id: uuid.UUID | None = None,
+) -> TokenPair:
+    access = issue_access_token(config.secret, user.id, config.access_minutes)
+    refresh = new_refresh_token(config.pepper, config.refresh_days)
+    session.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family_id or uuid.uuid4(),
+            token_hash=refresh.token_hash,
+            expires_at=refresh.expires_at,
+        )
+    )
+    await session.flush()
+    return TokenPair(access.token, refresh.token, access.expires_in)
+
+
+async def sign_in(session: AsyncSession, user: User, config: TokenSettings) -> TokenPair:
+    user.last_login_at = utcnow()
+    return await issue_token_pair(session, user, config)
+
+
+async def rotate_refresh_token(
+    session: AsyncSession, project_id: str, token: str, config: TokenSettings
+) -> TokenPair:
+    """Trade a live refresh token for a new pair; a replayed one revokes its whole family."""
+    now = utcnow()
+    stored = await repository.refresh_token_by_hash(
+        session, hash_refresh_token(config.pepper, token)
+    )
+    if stored is None:
+        raise InvalidRefreshToken()
+    if stored.revoked_at is not None:
+        await repository.revoke_family(session, stored.family_id, now)
+        raise RefreshTokenReused()
+    if stored.expires_at <= now:
+        await repository.revoke_refresh_token(session, stored.id, now)
+        raise RefreshTokenExpired()
+    if not await repository.revoke_refresh_token(session, stored.id, now):
+        # A concurrent refresh won the race with the same token: treat it as a replay.
+        await repository.revoke_family(session, stored.family_id, now)
+        raise RefreshTokenReused()
+    user = await repository.user_by_id(session, project_id, stored.user_id)
+    if user is None or not user.is_active:
+        raise InvalidRefreshToken()
+    return await issue_token_pair(session, user, config, family_id=stored.family_id)
+
+
+async def log_out(session: AsyncSession, token: str, pepper: str) -> None:
+    """Revoke the token's whole family; says nothing about whether it existed."""
+    stored = await repository.refresh_token_by_hash(session, hash_refresh_token(pepper, token))
+    if stored is not None:
+        await repository.revoke_family(session, stored.family_id, utcnow())
+
+
+async def deactivate(session: AsyncSession, user: User) -> None:
+    user.is_active = False
+    await repository.revoke_all_for_user(session, user.id, utcnow())
+    await session.flush()
+
+
+async def erase_personal_data(session: AsyncSession, user: User) -> None:
+    """Forget who the user is; rows that record money keep the (now anonymous) id."""
+    now = utcnow()
+    user.email = None
+    user.display_name = None
+    user.external_id = None
+    user.is_active = False
+    user.erased_at = now
+    await repository.revoke_all_for_user(session, user.id, now)
+    await session.flush()
+
+
+async def user_for_identity(
+    session: AsyncSession, project_id: str, identity: ExternalIdentity
+) -> User:
+    """The user behind a verified external token, created on first sight (read-only after)."""
+    user = await repository.user_by_external_id(session, project_id, identity.external_id)
+    if user is None:
+        return await sign_in_external(session, project_id, identity)
+    if not user.is_active:
+        raise UserInactive()
+    return user

@@ -1,0 +1,72 @@
+"""Our own tokens: HS256 access tokens and opaque refresh tokens (kept only as hashes)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+
+from tollhouse.identity.errors import InvalidToken, TokenExpired, WrongTokenType
+from tollhouse.kit.clock import utcnow
+from tollhouse.kit.crypto import keyed_hash, random_token
+
+ACCESS_ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    token: str
+    expires_in: int
+
+
+def issue_access_token(secret: str, user_id: uuid.UUID, minutes: int) -> AccessToken:
+    now = utcnow()
+    claims = {
+        "sub": str(user_id),
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=minutes)).timestamp()),
+        "type": "access",
+    }
+    return AccessToken(jwt.encode(claims, secret, algorithm=ACCESS_ALGORITHM), minutes * 60)
+
+
+def verify_access_token(secret: str, token: str) -> uuid.UUID:
+    """The user id an access token of ours names; any defect is a 401 saying which."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            secret,
+            algorithms=[ACCESS_ALGORITHM],
+            options={"require": ["sub", "exp", "iat"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenExpired() from exc
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken(f"Invalid access token: {exc}") from exc
+    if claims.get("type") != "access":
+        raise WrongTokenType()
+    try:
+        return uuid.UUID(str(claims["sub"]))
+    except ValueError as exc:
+        raise InvalidToken("Invalid access token: subject is not a user id") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class NewRefreshToken:
+    token: str
+    token_hash: str
+    expires_at: datetime
+
+
+def new_refresh_token(pepper: str, days: int) -> NewRefreshToken:
+    token = random_token(48)
+    return NewRefreshToken(
+        token, hash_refresh_token(pepper, token), utcnow() + timedelta(days=days)
+    )
+
+
+def hash_refresh_token(pepper: str, token: str) -> str:
+    return keyed_hash(pepper, token)

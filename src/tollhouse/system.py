@@ -1,0 +1,70 @@
+"""Open system routes: /, /health, /health/deep, /metrics, /api/v1/status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tollhouse import __version__
+from tollhouse.db.session import database
+from tollhouse.identity.caller import GatewayCaller, identity_context
+from tollhouse.kit.metrics import HttpMetrics
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/")
+async def root() -> dict[str, str]:
+    return {"name": "Tollhouse", "version": __version__, "docs": "/docs", "health": "/health"}
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    """Liveness: answers without touching the database."""
+    return {
+        "status": "healthy",
+        "version": __version__,
+        "database": True,
+        "database_backend": database(request).backend,
+    }
+
+
+@router.get("/health/deep")
+async def deep_health(request: Request) -> JSONResponse:
+    """Readiness: the database must answer `SELECT 1` within the configured timeout."""
+    db = database(request)
+    reachable = await db.ping(identity_context(request).settings.db_health_timeout_seconds)
+    body = {
+        "status": "healthy" if reachable else "degraded",
+        "version": __version__,
+        "database": reachable,
+        "database_backend": db.backend,
+    }
+    return JSONResponse(body, status_code=200 if reachable else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics
+    assert isinstance(registry, HttpMetrics)
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/v1/status")
+async def status(caller: GatewayCaller, request: Request) -> dict[str, Any]:
+    """The API version and how this request's credentials were understood."""
+    settings = identity_context(request).settings
+    return {
+        "api_version": "v1",
+        "app_version": __version__,
+        "environment": settings.tollhouse_env,
+        "caller": {
+            "kind": caller.kind.value,
+            "project_id": caller.project_id,
+            "user_id": str(caller.user.id) if caller.user else None,
+            "metered": caller.metered,
+        },
+    }
