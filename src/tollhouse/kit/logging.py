@@ -68,6 +68,8 @@ def configure_logging(
     root.setLevel(level.upper())
     # Uvicorn's access log prints query strings (which may carry tokens); ours does not.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every outgoing URL at INFO, query string included.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True

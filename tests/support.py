@@ -1,0 +1,56 @@
+"""Constants and small helpers the tests share."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+SERVICE_KEY = "test-service-key-0123456789abcdefghijkl"
+SIGNING_SECRET = "test-signing-secret-0123456789abcdefghij"
+ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnop"
+JWT_SECRET = "test-jwt-secret-0123456789abcdefghijklmnop"
+PEPPER = "test-pepper-0123456789abcdefghijklmnopqrst"
+
+SERVICE = {"X-Service-Key": SERVICE_KEY}
+
+
+async def resolve(client: httpx.AsyncClient, external_id: str = "user-1", **fields: Any) -> str:
+    response = await client.post(
+        "/api/v1/users/resolve", json={"external_id": external_id, **fields}, headers=SERVICE
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["user_id"])
+
+
+async def token_pair(client: httpx.AsyncClient, user: str) -> dict[str, Any]:
+    response = await client.post("/api/v1/auth/token", json={"user_id": user}, headers=SERVICE)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The one envelope, with the expected status and stable code."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"] == code, body
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    assert "detail" in body
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+def app_of(client: httpx.AsyncClient) -> FastAPI:
+    """The app behind an in-process test client."""
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    app = transport.app
+    assert isinstance(app, FastAPI)
+    return app
