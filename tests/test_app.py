@@ -208,6 +208,11 @@ async def test_cors_disabled_sends_no_cors_headers(make_client: ClientFactory) -
 
 
 async def test_logs_are_json_and_never_contain_secrets(client: httpx.AsyncClient) -> None:
+    @app_of(client).get("/boom-with-secret")
+    async def boom() -> None:
+        held_in_a_local = SERVICE_KEY
+        raise RuntimeError(f"failed near {len(held_in_a_local)} bytes")
+
     stream = io.StringIO()
     configure_logging("INFO", json=True, stream=stream)
     try:
@@ -219,10 +224,12 @@ async def test_logs_are_json_and_never_contain_secrets(client: httpx.AsyncClient
         await client.post("/api/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
         await client.get("/api/v1/status", headers={"X-Admin-Key": ADMIN_KEY})
         await client.get("/api/v1/status?token=query-secret", headers={"X-Admin-Key": "wrong"})
+        await client.get("/boom-with-secret", headers={"X-Service-Key": SERVICE_KEY})
     finally:
         configure_logging("WARNING")
     output = stream.getvalue()
     assert '"event": "request"' in output
+    assert '"event": "unhandled_error"' in output
     for secret in (SERVICE_KEY, ADMIN_KEY, pair["access_token"], pair["refresh_token"]):
         assert secret not in output
     assert "query-secret" not in output

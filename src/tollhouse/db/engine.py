@@ -22,6 +22,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     parsed = make_url(url)
+    # SQL parameters (token hashes, emails) stay out of error messages and logs.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True, **kwargs)
     if parsed.database and parsed.database != ":memory:":

@@ -49,7 +49,12 @@ def configure_logging(
     structlog.configure(
         processors=[
             *shared,
-            structlog.processors.dict_tracebacks if json else structlog.processors.format_exc_info,
+            # Tracebacks without frame locals: locals hold headers, bodies and SQL parameters.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+            if json
+            else structlog.processors.format_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
