@@ -17,8 +17,11 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
 run: $(VENV)/.synced
-	$(VENV)/bin/tollhouse serve --host 0.0.0.0 --port 8000
+	$(VENV)/bin/tollhouse serve --host $(HOST) --port $(PORT)
 
 migrate: $(VENV)/.synced
 	$(VENV)/bin/tollhouse migrate

@@ -139,7 +139,7 @@ def users_resolve(
         return str(user.id), created
 
     user_id, created = _run(work)
-    console.print(json.dumps({"user_id": user_id, "created": created}))
+    typer.echo(json.dumps({"user_id": user_id, "created": created}))
 
 
 @tokens_app.command("issue")
