@@ -1,21 +1,25 @@
 """How much each auth path costs: GET /api/v1/auth/me per credential kind, against GET /health.
 
 Run `make bench` (= `.venv/bin/python bench/auth.py`); flags: --duration, --concurrency,
---markdown. It starts its own server (one uvicorn worker, SQLite in a fresh temp dir, a local
-JWKS issuer), loads each path for --duration seconds after a 1 s warm-up, and prints one
-table. /health is measured before and after the auth paths; the mean of the two is the
-baseline, which cancels slow drift. Absolute numbers depend on the machine; the ratio to
-/health is the figure to compare. Exit status 1 when a path fails the target or had errors.
+--client, --markdown. It starts its own server (one uvicorn worker, SQLite in a fresh temp
+dir, a local JWKS issuer), loads each path for --duration seconds after a 1 s warm-up from a
+separate process, and prints one table. /health is measured before and after the auth paths;
+the mean of the two is the baseline, which cancels slow drift. Absolute numbers depend on the
+machine; the ratio to /health is the figure to compare.
+
+Exit status: 0 all paths pass, 1 a path is under the target or had errors, 2 no run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import multiprocessing
 import os
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -31,6 +35,7 @@ from typing import Protocol
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jwks_server import LocalIssuer, running_issuer  # bench/ is on sys.path as the script dir
@@ -90,8 +95,10 @@ class RequestHeaders:
 
     def current(self) -> dict[str, str]:
         gateway = self._target.gateway
+        if gateway is None:
+            return self._headers
         now = int(time.time())
-        if gateway is not None and now != self._signed_at:
+        if now != self._signed_at:
             timestamp = str(now)
             signature = gateway_signing.sign(
                 gateway.secret, "GET", self._target.path, gateway.user_id, timestamp
@@ -109,6 +116,8 @@ class RequestHeaders:
 # --- load generation (runs in its own process) -----------------------------------------------
 
 CLIENTS = ("raw", "httpx")
+# What a worker counts as a failed request rather than a crash of the benchmark.
+TRANSPORT_ERRORS = (OSError, EOFError, ValueError, asyncio.LimitOverrunError, httpx.HTTPError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +222,6 @@ class RawConnection:
             writer.close()
             with suppress(OSError):
                 await writer.wait_closed()
-
-
-TRANSPORT_ERRORS = (OSError, EOFError, ValueError, asyncio.LimitOverrunError, httpx.HTTPError)
 
 
 @asynccontextmanager
@@ -359,18 +365,15 @@ def _tollhouse_executable() -> Path:
 
 
 def _server_env(
-    data_dir: Path, issuer: LocalIssuer, service_key: str, gateway: str
+    data_dir: Path, issuer: LocalIssuer, service_key: str, gateway_secret: str
 ) -> dict[str, str]:
-    issuers = (
-        f'[{{"issuer":"{issuer.issuer}","jwks_url":"{issuer.jwks_url}",'
-        f'"audience":"{issuer.audience}"}}]'
-    )
+    issuers = [{"issuer": issuer.issuer, "jwks_url": issuer.jwks_url, "audience": issuer.audience}]
     return {
         "PATH": os.environ.get("PATH", ""),
         "TOLLHOUSE_DATA_DIR": str(data_dir),
         "FLASH_SERVICE_KEY": service_key,
-        "GATEWAY_SIGNING_SECRET": gateway,
-        "JWT_ISSUERS": issuers,
+        "GATEWAY_SIGNING_SECRET": gateway_secret,
+        "JWT_ISSUERS": json.dumps(issuers),
         # No per-request log line: the table should show the request path's cost, not I/O.
         "LOG_LEVEL": "WARNING",
     }
@@ -412,7 +415,7 @@ def tollhouse_server(data_dir: Path, issuer: LocalIssuer) -> Iterator[Server]:
     """`tollhouse serve` with one worker on a free port; stopped when the block exits."""
     port = _free_port()
     service_key, gateway_secret = secrets.token_urlsafe(30), secrets.token_urlsafe(30)
-    command = [_tollhouse_executable(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [str(_tollhouse_executable()), "serve", "--host", "127.0.0.1", "--port", str(port)]
     log_path = data_dir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -478,6 +481,10 @@ def check_targets(client: httpx.Client, targets: list[Target]) -> None:
 # --- report ----------------------------------------------------------------------------------
 
 
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     result: LoadResult
@@ -498,8 +505,8 @@ class Row:
         return [
             r.label,
             f"{r.rps:,.0f}",
-            f"{r.p50_ms:.2f}",
-            f"{r.p99_ms:.2f}",
+            _ms(r.p50_ms),
+            _ms(r.p99_ms),
             str(r.errors),
             f"{self.ratio:.2f}x",
             self.verdict,
@@ -541,14 +548,14 @@ def notes(
         "server: `tollhouse serve --workers 1`, SQLite, LOG_LEVEL=WARNING (no access log "
         "lines, so this measures the request path)",
         f"load: one separate process, {LOAD_GENERATORS[args.client]}, keep-alive, "
-        f"{args.concurrency} connections, {args.duration:g} s per row after "
+        f"{args.concurrency} connection(s), {args.duration:g} s per row after "
         f"{WARMUP_SECONDS:g} s warm-up",
         "server CPU: share of one core the server used; well under 100% means the load "
         "generator, not the server, was the limit",
         f"JWKS fetched {issuer.fetches}x by the server during the run",
     ]
     lines += [
-        f"[errors] {row.result.label}: {row.result.errors} errors, first: {row.result.first_error}"
+        f"ERRORS in {row.result.label}: {row.result.errors}, first: {row.result.first_error}"
         for row in rows
         if row.result.errors
     ]
@@ -559,7 +566,7 @@ def render_table(rows: list[Row], lines: list[str]) -> Table:
     table = Table(
         *HEADERS,
         title=f"GET {ME_PATH} per auth path vs GET {HEALTH_PATH}",
-        caption="\n".join(lines),
+        caption=escape("\n".join(lines)),  # server error bodies may contain [brackets]
         caption_justify="left",
     )
     for row in rows:
@@ -643,9 +650,17 @@ def run(args: argparse.Namespace, out: Console, status: Console) -> bool:
     return all(not row.verdict.startswith("FAIL") for row in rows)
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # Python's default for SIGTERM skips `finally`, which would leave the server running.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     out, status = Console(), Console(stderr=True)
+    if not out.is_terminal:
+        out.width = 120  # rich assumes 80 columns when piped, which wraps the labels
     try:
         return 0 if run(args, out, status) else 1
     except BenchError as exc:

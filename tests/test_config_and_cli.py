@@ -19,14 +19,21 @@ STRONG = "s" * 40
 def test_no_variables_at_all_generates_and_keeps_dev_secrets(tmp_path: Path) -> None:
     first = load_settings(_env_file=None, tollhouse_data_dir=tmp_path)
     second = load_settings(_env_file=None, tollhouse_data_dir=tmp_path)
-    for name in ("jwt_secret_key", "tollhouse_secret_pepper", "flash_service_key"):
+    for name in (
+        "jwt_secret_key",
+        "tollhouse_secret_pepper",
+        "flash_service_key",
+        "admin_api_key",
+        "billing_api_key",
+    ):
         value = first.secret(name)
         assert value is not None
         assert len(value) >= 32
         assert second.secret(name) == value
     secrets_file = tmp_path / "secrets.json"
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    assert first.secret("admin_api_key") is None
+    assert first.secret("admin_api_key") is not None
+    assert first.secret("gateway_signing_secret") is None
     assert first.effective_database_url == f"sqlite+aiosqlite:///{tmp_path / 'tollhouse.db'}"
 
 

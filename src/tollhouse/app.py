@@ -9,18 +9,15 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from tollhouse import __version__, system
+from tollhouse import __version__, system, wiring
 from tollhouse.config import Settings, load_settings
 from tollhouse.db.engine import Database
 from tollhouse.identity import routes as identity_routes
-from tollhouse.identity.caller import IdentityContext
-from tollhouse.identity.issuers import IssuerRegistry
-from tollhouse.identity.service import TokenSettings
 from tollhouse.kit.errors import install_error_handlers
 from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from tollhouse.tenancy.service import ensure_home_project
+from tollhouse.ledger import routes as ledger_routes
 
 log = structlog.get_logger("tollhouse")
 
@@ -34,26 +31,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with database.session() as session:
-            home = await ensure_home_project(
-                session, settings.home_platform_name, settings.home_project_name
-            )
-        app.state.identity = IdentityContext(
-            settings=settings,
-            issuers=IssuerRegistry(
-                settings.external_issuers(),
-                cache_seconds=settings.jwks_cache_seconds,
-                refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
-                timeout_seconds=settings.jwks_timeout_seconds,
-            ),
-            home_project_id=home.id,
-            token_settings=TokenSettings.from_settings(settings),
-        )
+            home = await wiring.home_project_id(session, settings)
+        app.state.identity = wiring.identity_context(settings, home)
+        app.state.ledger = wiring.ledger_context(settings)
+        jobs = wiring.background_jobs(settings, database)
+        jobs.start()
         log.info(
             "started", version=__version__, database=database.backend, env=settings.tollhouse_env
         )
         try:
             yield
         finally:
+            await jobs.stop()
             await database.dispose()
 
     app = FastAPI(
@@ -68,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(identity_routes.users)
     app.include_router(identity_routes.auth)
+    app.include_router(ledger_routes.credits)
+    app.include_router(ledger_routes.internal)
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.

@@ -12,22 +12,25 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollhouse import __version__
+from tollhouse import __version__, wiring
 from tollhouse.config import ConfigError, Settings, load_settings, read_dev_secrets
 from tollhouse.db import migrate as migrations
 from tollhouse.db.engine import Database
 from tollhouse.identity import service as identity
+from tollhouse.kit.clock import utcnow
 from tollhouse.kit.errors import TollhouseError
-from tollhouse.tenancy.service import ensure_home_project
+from tollhouse.ledger import service as ledger
 
 app = typer.Typer(help="Tollhouse: the front door of paid APIs.", no_args_is_help=True)
 users_app = typer.Typer(help="Users of the home project.", no_args_is_help=True)
 tokens_app = typer.Typer(help="Access and refresh tokens.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The credit ledger.", no_args_is_help=True)
 secrets_app = typer.Typer(
     help="Development secrets kept in the data directory.", no_args_is_help=True
 )
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(secrets_app, name="secrets")
 console = Console()
 err = Console(stderr=True)
@@ -110,10 +113,8 @@ def _run(work: Callable[[AsyncSession, str, Settings], Awaitable[T]]) -> T:
         database = Database(settings.effective_database_url)
         try:
             async with database.session() as session:
-                home = await ensure_home_project(
-                    session, settings.home_platform_name, settings.home_project_name
-                )
-                return await work(session, home.id, settings)
+                home = await wiring.home_project_id(session, settings)
+                return await work(session, home, settings)
         finally:
             await database.dispose()
 
@@ -132,9 +133,14 @@ def users_resolve(
 ) -> None:
     """Find or create the user with EXTERNAL_ID; prints its id."""
 
-    async def work(session: AsyncSession, home: str, _: Settings) -> tuple[str, bool]:
+    async def work(session: AsyncSession, home: str, settings: Settings) -> tuple[str, bool]:
         user, created = await identity.resolve_user(
-            session, home, external_id, email=email, display_name=display_name
+            session,
+            home,
+            external_id,
+            email=email,
+            display_name=display_name,
+            hooks=wiring.identity_context(settings, home).user_created_hooks,
         )
         return str(user.id), created
 
@@ -163,6 +169,45 @@ def tokens_issue(user: Annotated[str, typer.Argument(help="User id or external i
             }
         )
     )
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> None:
+    """Check every balance against its transaction log; exit code 1 on any mismatch."""
+
+    async def work(session: AsyncSession, _home: str, _settings: Settings) -> ledger.AuditReport:
+        return await ledger.audit(session)
+
+    report = _run(work)
+    if report.ok:
+        console.print(
+            f"[green]ok[/green]: {report.accounts_checked} accounts, "
+            f"{report.transactions_checked} transactions, every balance matches its log"
+        )
+        return
+    table = Table("account", "user", "problem", "expected", "actual", "transaction")
+    for m in report.mismatches:
+        table.add_row(
+            str(m.account_id),
+            str(m.user_id),
+            m.problem,
+            str(m.expected),
+            str(m.actual),
+            str(m.transaction_id or ""),
+        )
+    console.print(table)
+    err.print(f"[red]{len(report.mismatches)} mismatch(es)[/red]")
+    raise typer.Exit(1)
+
+
+@ledger_app.command("sweep")
+def ledger_sweep() -> None:
+    """Release every hold that expired without being settled."""
+
+    async def work(session: AsyncSession, _home: str, _settings: Settings) -> int:
+        return await ledger.release_expired_holds(session, utcnow())
+
+    console.print(f"released {_run(work)} expired hold(s)")
 
 
 @secrets_app.command("show")

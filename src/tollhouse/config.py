@@ -17,10 +17,12 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRETS_FILE = "secrets.json"
-# Secrets the service cannot run without: generated on a dev machine, required in production.
-GENERATED_SECRETS = ("jwt_secret_key", "tollhouse_secret_pepper", "flash_service_key")
+# Secrets the service cannot run without: required in production.
+REQUIRED_SECRETS = ("jwt_secret_key", "tollhouse_secret_pepper", "flash_service_key")
 # Secrets that switch a feature on when set; in production they must not be weak.
-OPTIONAL_SECRETS = ("admin_api_key", "gateway_signing_secret")
+OPTIONAL_SECRETS = ("admin_api_key", "billing_api_key", "gateway_signing_secret")
+# What a dev machine gets without asking, so every feature can be tried locally.
+GENERATED_SECRETS = (*REQUIRED_SECRETS, "admin_api_key", "billing_api_key")
 WELL_KNOWN_SECRETS = frozenset(
     {
         "changeme",
@@ -92,6 +94,13 @@ class Settings(BaseSettings):
     gateway_signature_tolerance_seconds: int = Field(300, ge=1)
     require_signed_gateway: bool = False
     admin_api_key: SecretStr | None = None
+    billing_api_key: SecretStr | None = None
+
+    # Credits
+    signup_credits: int = Field(50, ge=0)
+    credit_costs: dict[str, int] = Field(default_factory=dict)
+    hold_ttl_seconds: int = Field(600, ge=1)
+    hold_sweep_interval_seconds: float = Field(30.0, gt=0)
 
     # HTTP
     cors_enabled: bool = True
@@ -117,6 +126,7 @@ class Settings(BaseSettings):
         "flash_service_key",
         "gateway_signing_secret",
         "admin_api_key",
+        "billing_api_key",
         mode="before",
     )
     @classmethod
@@ -197,7 +207,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 def check_production_secrets(settings: Settings) -> None:
     problems: list[str] = []
-    for name in GENERATED_SECRETS:
+    for name in REQUIRED_SECRETS:
         value = settings.secret(name)
         if value is None:
             problems.append(f"{name.upper()} is not set")

@@ -13,3 +13,12 @@ def insert_ignoring_conflicts(session: AsyncSession, model: Any) -> Any:
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
     return module.insert(model).on_conflict_do_nothing()
+
+
+def upsert(
+    session: AsyncSession, model: Any, conflict_columns: list[str], update: dict[str, Any]
+) -> Any:
+    """`INSERT … ON CONFLICT (columns) DO UPDATE SET …`, one statement on either backend."""
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(model).on_conflict_do_update(index_elements=conflict_columns, set_=update)

@@ -2,7 +2,9 @@
 
 from tollhouse.db.base import Base
 from tollhouse.identity import models as identity_models
+from tollhouse.kit import idempotency
+from tollhouse.ledger import models as ledger_models
 from tollhouse.tenancy import models as tenancy_models
 
 metadata = Base.metadata
-__all__ = ["identity_models", "metadata", "tenancy_models"]
+__all__ = ["idempotency", "identity_models", "ledger_models", "metadata", "tenancy_models"]

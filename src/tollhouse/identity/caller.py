@@ -62,6 +62,8 @@ class Caller:
     project_id: str
     user: User | None = None
     metered: bool = False
+    # Which internal service a service key belongs to ("gateway" or "billing").
+    service: str | None = None
 
     @property
     def is_service(self) -> bool:
@@ -76,6 +78,7 @@ class IdentityContext:
     issuers: IssuerRegistry
     home_project_id: str
     token_settings: service.TokenSettings
+    user_created_hooks: tuple[service.UserCreatedHook, ...] = ()
 
 
 def identity_context(request: Request) -> IdentityContext:
@@ -108,14 +111,10 @@ async def _resolve(request: Request, session: AsyncSession, context: IdentityCon
         return await _signed_gateway_caller(request, session, context, signature, timestamp)
 
     if (service_key := headers.get("x-service-key")) is not None:
-        if settings.require_signed_gateway:
-            raise GatewaySignatureRequired()
-        expected = settings.secret("flash_service_key")
-        if expected is None:
-            raise ServiceKeyNotConfigured()
-        if not secrets_equal(service_key, expected):
-            raise InvalidServiceKey()
-        return await _service_caller(session, home, headers.get("x-user-id"), metered=True)
+        service_name = _service_named_by(service_key, settings)
+        return await _service_caller(
+            session, home, headers.get("x-user-id"), metered=True, service_name=service_name
+        )
 
     authorization = headers.get("authorization")
     if authorization is not None:
@@ -133,6 +132,21 @@ async def _resolve(request: Request, session: AsyncSession, context: IdentityCon
         raise InvalidApiKey("Invalid publishable key.")
 
     return Caller(CallerKind.ANONYMOUS, home)
+
+
+def _service_named_by(key: str, settings: Settings) -> str:
+    """Which internal service a plain X-Service-Key belongs to, or a refusal."""
+    billing = settings.secret("billing_api_key")
+    if billing is not None and secrets_equal(key, billing):
+        return "billing"
+    if settings.require_signed_gateway:
+        raise GatewaySignatureRequired()
+    expected = settings.secret("flash_service_key")
+    if expected is None:
+        raise ServiceKeyNotConfigured()
+    if not secrets_equal(key, expected):
+        raise InvalidServiceKey()
+    return "gateway"
 
 
 async def _signed_gateway_caller(
@@ -166,17 +180,26 @@ async def _signed_gateway_caller(
     # Only a verified signature may switch metering off.
     metered = request.headers.get("x-gateway-metered", "").lower() != "true"
     return await _service_caller(
-        session, context.home_project_id, user_reference or None, metered=metered
+        session,
+        context.home_project_id,
+        user_reference or None,
+        metered=metered,
+        service_name="gateway",
     )
 
 
 async def _service_caller(
-    session: AsyncSession, project_id: str, user_reference: str | None, *, metered: bool
+    session: AsyncSession,
+    project_id: str,
+    user_reference: str | None,
+    *,
+    metered: bool,
+    service_name: str,
 ) -> Caller:
     if not user_reference:
-        return Caller(CallerKind.SYSTEM, project_id)
+        return Caller(CallerKind.SYSTEM, project_id, service=service_name)
     user = await service.find_user(session, project_id, user_reference)
-    return Caller(CallerKind.SERVICE, project_id, user, metered=metered)
+    return Caller(CallerKind.SERVICE, project_id, user, metered=metered, service=service_name)
 
 
 async def _bearer_token_caller(
@@ -186,7 +209,7 @@ async def _bearer_token_caller(
     issuer = context.issuers.find(token)
     if issuer is not None:
         identity = await context.issuers.verify(token, issuer)
-        user = await service.user_for_identity(session, home, identity)
+        user = await service.user_for_identity(session, home, identity, context.user_created_hooks)
     else:
         user_id = verify_access_token(context.token_settings.secret, token)
         user = await service.active_user_by_id(session, home, user_id)
@@ -215,6 +238,12 @@ def service_caller(caller: CallerDep) -> Caller:
     return caller
 
 
+def billing_caller(caller: CallerDep) -> Caller:
+    if caller.service != "billing":
+        raise InvalidServiceKey("This endpoint needs X-Service-Key set to BILLING_API_KEY.")
+    return caller
+
+
 def admin_caller(caller: CallerDep) -> Caller:
     if caller.kind is not CallerKind.ADMIN:
         raise AdminKeyRequired()
@@ -225,3 +254,4 @@ GatewayCaller = Annotated[Caller, Depends(gateway_caller)]
 UserCaller = Annotated[Caller, Depends(user_caller)]
 ServiceCaller = Annotated[Caller, Depends(service_caller)]
 AdminCaller = Annotated[Caller, Depends(admin_caller)]
+BillingCaller = Annotated[Caller, Depends(billing_caller)]

@@ -39,7 +39,7 @@ def _pair(pair: TokenPair) -> TokenPairResponse:
 
 @users.post("/resolve", response_model=ResolveUserResponse)
 async def resolve_user(
-    body: ResolveUserRequest, caller: ServiceCaller, session: SessionDep
+    body: ResolveUserRequest, caller: ServiceCaller, request: Request, session: SessionDep
 ) -> ResolveUserResponse:
     """Find or create the user with this external id (service key or signed gateway)."""
     user, created = await service.resolve_user(
@@ -48,6 +48,7 @@ async def resolve_user(
         body.external_id,
         email=body.email,
         display_name=body.display_name,
+        hooks=identity_context(request).user_created_hooks,
     )
     return ResolveUserResponse(user_id=user.id, created=created)
 
@@ -77,7 +78,9 @@ async def _external_sign_in(
     if context.issuers.find(token) is not issuer:
         raise InvalidToken(f"Invalid identity token: it was not issued by {issuer_name}")
     identity = await context.issuers.verify(token, issuer)
-    user = await service.sign_in_external(session, context.home_project_id, identity)
+    user = await service.sign_in_external(
+        session, context.home_project_id, identity, context.user_created_hooks
+    )
     return _pair(await service.sign_in(session, user, context.token_settings))
 
 

@@ -6,7 +6,7 @@ Functions flush, never commit: the request's unit of work decides.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,14 +27,9 @@ from tollhouse.identity.models import EXTERNAL_ID_MAX, RefreshToken, User
 from tollhouse.identity.tokens import hash_refresh_token, issue_access_token, new_refresh_token
 from tollhouse.kit.clock import utcnow
 
+# Other domains react to a new user in the same transaction (the ledger grants signup
+# credits); the app wires them in, so identity never imports a domain above it.
 UserCreatedHook = Callable[[AsyncSession, User], Awaitable[None]]
-# Other domains react to a new user in the same transaction (the ledger grants signup credits).
-_user_created_hooks: list[UserCreatedHook] = []
-
-
-def on_user_created(hook: UserCreatedHook) -> UserCreatedHook:
-    _user_created_hooks.append(hook)
-    return hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +64,7 @@ async def resolve_user(
     *,
     email: str | None = None,
     display_name: str | None = None,
+    hooks: Sequence[UserCreatedHook] = (),
 ) -> tuple[User, bool]:
     """Find or create the user with this external id; safe when many first calls race."""
     new_id = await repository.insert_user_if_absent(
@@ -80,7 +76,7 @@ async def resolve_user(
         raise UserDeactivated()
     created = new_id is not None
     if created:
-        for hook in _user_created_hooks:
+        for hook in hooks:
             await hook(session, user)
     else:
         user.email = email or user.email
@@ -91,7 +87,10 @@ async def resolve_user(
 
 
 async def sign_in_external(
-    session: AsyncSession, project_id: str, identity: ExternalIdentity
+    session: AsyncSession,
+    project_id: str,
+    identity: ExternalIdentity,
+    hooks: Sequence[UserCreatedHook] = (),
 ) -> User:
     if len(identity.external_id) > EXTERNAL_ID_MAX:
         raise InvalidToken("Invalid access token: the subject is too long")
@@ -101,6 +100,7 @@ async def sign_in_external(
         identity.external_id,
         email=identity.email,
         display_name=identity.display_name,
+        hooks=hooks,
     )
     return user
 
@@ -200,12 +200,15 @@ async def erase_personal_data(session: AsyncSession, user: User) -> None:
 
 
 async def user_for_identity(
-    session: AsyncSession, project_id: str, identity: ExternalIdentity
+    session: AsyncSession,
+    project_id: str,
+    identity: ExternalIdentity,
+    hooks: Sequence[UserCreatedHook] = (),
 ) -> User:
     """The user behind a verified external token, created on first sight (read-only after)."""
     user = await repository.user_by_external_id(session, project_id, identity.external_id)
     if user is None:
-        return await sign_in_external(session, project_id, identity)
+        return await sign_in_external(session, project_id, identity, hooks)
     if not user.is_active:
         raise UserInactive()
     return user

@@ -1,0 +1,146 @@
+"""`Idempotency-Key` for POSTs that move money, built once for every domain.
+
+Insert-first: the record `(scope, key)` is inserted in the request's own transaction before
+the work runs and receives the response in that same transaction. A concurrent duplicate
+blocks on the unique index until the first commits (PostgreSQL) or waits for the write lock
+(SQLite), then finds the stored response and replays it. If the first request fails, its
+record rolls back with its work and the key is free again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tollhouse.db.base import Base, CreatedAt
+from tollhouse.db.dialect import insert_ignoring_conflicts
+from tollhouse.db.session import SessionDep
+from tollhouse.kit.clock import utcnow
+from tollhouse.kit.errors import BadRequest, Conflict
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotency-Replayed"
+DEFAULT_TTL = timedelta(hours=24)
+_ACCEPTABLE_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+class IdempotencyRecord(CreatedAt, Base):
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("scope", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None]
+    response_body: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+    message = "This Idempotency-Key was already used with a different request."
+
+
+class IdempotencyInProgress(Conflict):
+    code = "idempotency_request_in_progress"
+    message = "A request with this Idempotency-Key is still being processed; retry shortly."
+
+
+class InvalidIdempotencyKey(BadRequest):
+    code = "invalid_idempotency_key"
+    message = "Idempotency-Key must be 1 to 200 printable ASCII characters."
+
+
+class Idempotency:
+    """What a route gets: `await idempotency.run(scope, work)` runs `work` at most once."""
+
+    def ledger_key(self, operation: str) -> str | None:
+        """The key as the ledger stores it: per operation, so a grant never answers a spend."""
+        return f"{operation}:{self.key}" if self.key is not None else None
+
+    def __init__(self, request: Request, session: AsyncSession) -> None:
+        self.request = request
+        self.session = session
+        self.key = request.headers.get(HEADER)
+        if self.key is not None and not _ACCEPTABLE_KEY.match(self.key):
+            raise InvalidIdempotencyKey()
+
+    async def run(self, scope: str, work: Callable[[], Awaitable[Any]]) -> Any:
+        if self.key is None:
+            return await work()
+        full_scope = f"{scope}|{self.request.method} {self.request.url.path}"[:255]
+        fingerprint = hashlib.sha256(await self.request.body()).hexdigest()
+        record_id = await self._claim(full_scope, fingerprint)
+        if record_id is None:
+            return await self._replay(full_scope, fingerprint)
+        result = await work()
+        record = await self.session.get(IdempotencyRecord, record_id)
+        assert record is not None
+        record.status_code = 200
+        record.response_body = json.dumps(jsonable_encoder(result))
+        await self.session.flush()
+        return result
+
+    async def _claim(self, scope: str, fingerprint: str) -> int | None:
+        now = utcnow()
+        await self.session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.scope == scope,
+                IdempotencyRecord.key == self.key,
+                IdempotencyRecord.expires_at < now,
+            )
+        )
+        claimed: int | None = await self.session.scalar(
+            insert_ignoring_conflicts(self.session, IdempotencyRecord)
+            .values(
+                scope=scope,
+                key=self.key,
+                request_hash=fingerprint,
+                created_at=now,
+                expires_at=now + DEFAULT_TTL,
+            )
+            .returning(IdempotencyRecord.id)
+        )
+        return claimed
+
+    async def _replay(self, scope: str, fingerprint: str) -> JSONResponse:
+        record = await self.session.scalar(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.scope == scope, IdempotencyRecord.key == self.key
+            )
+        )
+        if record is None or record.response_body is None or record.status_code is None:
+            raise IdempotencyInProgress()
+        if record.request_hash != fingerprint:
+            raise IdempotencyKeyReused()
+        return JSONResponse(
+            json.loads(record.response_body),
+            status_code=record.status_code,
+            headers={REPLAYED_HEADER: "true"},
+        )
+
+
+def idempotency(request: Request, session: SessionDep) -> Idempotency:
+    return Idempotency(request, session)
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
+
+
+async def purge_expired(session: AsyncSession) -> int:
+    result = await session.execute(
+        delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

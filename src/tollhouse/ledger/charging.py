@@ -1,0 +1,97 @@
+"""`Cost("generate_hd", "generation")`: a route's price, held before it runs, settled after.
+
+    @router.post("/things", dependencies=[...])
+    async def make(charge: Annotated[Charge, Cost("generate_hd", "generation")]) -> …
+
+The hold is committed before the handler starts (so long work never keeps a transaction
+open). When the handler returns, the hold is captured in the request's own transaction;
+when it raises, the hold is released (a refund row) and committed even though the request
+fails. A handler that hands the work to a stream or a background job calls
+`charge.defer()` and settles it there with `capture()` / `release()`; if its process dies,
+the sweeper releases the hold once it expires. Unmetered callers get a free charge.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, Request
+
+from tollhouse.db.engine import Database
+from tollhouse.db.session import SessionDep, database
+from tollhouse.identity.caller import GatewayCaller
+from tollhouse.ledger import costs, service
+from tollhouse.ledger.context import ledger_context
+
+CostKey = str | Callable[[Request], Awaitable[str]]
+
+
+@dataclass(slots=True)
+class Charge:
+    amount: int
+    hold_id: uuid.UUID | None = None
+    database: Database | None = None
+    deferred: bool = field(default=False)
+
+    @property
+    def is_free(self) -> bool:
+        return self.hold_id is None
+
+    def defer(self) -> Charge:
+        """The caller takes over settling (a stream or job will capture or release)."""
+        self.deferred = True
+        return self
+
+    async def capture(self) -> bool:
+        return await self._settle(service.capture_hold)
+
+    async def release(self) -> bool:
+        return await self._settle(service.release_hold)
+
+    async def _settle(self, settle: Callable[[Any, uuid.UUID], Awaitable[bool]]) -> bool:
+        if self.hold_id is None or self.database is None:
+            return False
+        async with self.database.session() as session:
+            return await settle(session, self.hold_id)
+
+
+def Cost(key: CostKey, transaction_type: str) -> Any:
+    async def charge(
+        request: Request, caller: GatewayCaller, session: SessionDep
+    ) -> AsyncIterator[Charge]:
+        if not caller.metered or caller.user is None:
+            yield Charge(amount=0)
+            return
+        context = ledger_context(request)
+        cost_key = key if isinstance(key, str) else await key(request)
+        amount = await costs.cost_of(session, caller.project_id, cost_key, context.costs)
+        if amount == 0:
+            yield Charge(amount=0)
+            return
+        account = await service.ensure_account(session, caller.user)
+        held = await service.hold(
+            session,
+            account.id,
+            amount,
+            transaction_type,
+            ttl=context.hold_ttl,
+            description=cost_key,
+        )
+        # Committed before the work starts: the hold survives whatever the handler does.
+        await session.commit()
+        paid = Charge(amount=amount, hold_id=held.id, database=database(request))
+        try:
+            yield paid
+        except BaseException:
+            if not paid.deferred:
+                await session.rollback()
+                await service.release_hold(session, held.id)
+                await session.commit()
+            raise
+        if not paid.deferred:
+            await service.capture_hold(session, held.id)
+
+    return Depends(charge, scope="function")

@@ -1,0 +1,26 @@
+"""Signup credits: every new user starts with an account and a logged welcome bonus."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollhouse.identity.models import User
+from tollhouse.identity.service import UserCreatedHook
+from tollhouse.ledger import service
+
+
+def signup_grant(credits: int) -> UserCreatedHook:
+    async def grant_signup_credits(session: AsyncSession, user: User) -> None:
+        account = await service.ensure_account(session, user)
+        if credits > 0:
+            # The fixed idempotency key makes a second welcome bonus impossible.
+            await service.grant(
+                session,
+                account.id,
+                credits,
+                "signup_bonus",
+                description="Welcome bonus",
+                idempotency_key=service.SIGNUP_IDEMPOTENCY_KEY,
+            )
+
+    return grant_signup_credits

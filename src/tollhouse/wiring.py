@@ -1,0 +1,76 @@
+"""Builds each domain's context from settings, for the app and the CLI alike.
+
+This is where higher domains plug into lower ones (the ledger's signup grant into identity's
+user-created hooks), so no domain imports one above it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollhouse.config import Settings
+from tollhouse.db.engine import Database
+from tollhouse.identity.caller import IdentityContext
+from tollhouse.identity.issuers import IssuerRegistry
+from tollhouse.identity.service import TokenSettings
+from tollhouse.kit import idempotency
+from tollhouse.kit.clock import utcnow
+from tollhouse.kit.jobs import PeriodicJobs
+from tollhouse.ledger import service as ledger
+from tollhouse.ledger.context import LedgerContext
+from tollhouse.ledger.costs import configured_costs
+from tollhouse.ledger.signup import signup_grant
+from tollhouse.tenancy.service import ensure_home_project
+
+
+async def home_project_id(session: AsyncSession, settings: Settings) -> str:
+    project = await ensure_home_project(
+        session, settings.home_platform_name, settings.home_project_name
+    )
+    return project.id
+
+
+def identity_context(settings: Settings, home: str) -> IdentityContext:
+    return IdentityContext(
+        settings=settings,
+        issuers=IssuerRegistry(
+            settings.external_issuers(),
+            cache_seconds=settings.jwks_cache_seconds,
+            refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+            timeout_seconds=settings.jwks_timeout_seconds,
+        ),
+        home_project_id=home,
+        token_settings=TokenSettings.from_settings(settings),
+        user_created_hooks=(signup_grant(settings.signup_credits),),
+    )
+
+
+def ledger_context(settings: Settings) -> LedgerContext:
+    return LedgerContext(
+        costs=configured_costs(settings.credit_costs),
+        hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
+        signup_credits=settings.signup_credits,
+    )
+
+
+async def sweep_expired_holds(database: Database) -> int:
+    async with database.session() as session:
+        return await ledger.release_expired_holds(session, utcnow())
+
+
+async def purge_idempotency_records(database: Database) -> int:
+    async with database.session() as session:
+        return await idempotency.purge_expired(session)
+
+
+def background_jobs(settings: Settings, database: Database) -> PeriodicJobs:
+    jobs = PeriodicJobs()
+    jobs.every(
+        settings.hold_sweep_interval_seconds,
+        "release_expired_holds",
+        lambda: sweep_expired_holds(database),
+    )
+    jobs.every(3600, "purge_idempotency_records", lambda: purge_idempotency_records(database))
+    return jobs
