@@ -185,17 +185,12 @@ def ledger_verify() -> None:
             f"{report.transactions_checked} transactions, every balance matches its log"
         )
         return
-    table = Table("account", "user", "problem", "expected", "actual", "transaction")
     for m in report.mismatches:
-        table.add_row(
-            str(m.account_id),
-            str(m.user_id),
-            m.problem,
-            str(m.expected),
-            str(m.actual),
-            str(m.transaction_id or ""),
+        at = f" at transaction {m.transaction_id}" if m.transaction_id else ""
+        typer.echo(
+            f"account {m.account_id} (user {m.user_id}): {m.problem}{at}: "
+            f"the log says {m.expected}, the row says {m.actual}"
         )
-    console.print(table)
     err.print(f"[red]{len(report.mismatches)} mismatch(es)[/red]")
     raise typer.Exit(1)
 

@@ -52,7 +52,7 @@ async def project_costs(
             CreditCostOverride.project_id == project_id
         )
     )
-    return {**configured, **{key: cost for key, cost in rows.tuples()}}
+    return {**configured, **{key: cost for key, cost in rows}}
 
 
 async def cost_of(

@@ -333,7 +333,7 @@ async def audit(session: AsyncSession) -> AuditReport:
     )
     mismatches = [
         Mismatch(account_id, user_id, "balance_differs_from_log", int(total), int(balance))
-        for account_id, user_id, balance, total in balance_rows.tuples()
+        for account_id, user_id, balance, total in balance_rows
     ]
     running = select(
         CreditTransaction.id,
@@ -359,7 +359,7 @@ async def audit(session: AsyncSession) -> AuditReport:
         Mismatch(
             account_id, user_id, "balance_after_breaks_chain", int(expected), int(actual), tx_id
         )
-        for tx_id, account_id, user_id, expected, actual in chain_rows.tuples()
+        for tx_id, account_id, user_id, expected, actual in chain_rows
     ]
     accounts = await session.scalar(select(func.count()).select_from(CreditAccount))
     transactions = await session.scalar(select(func.count()).select_from(CreditTransaction))
