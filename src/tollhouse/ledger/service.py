@@ -29,16 +29,19 @@ SIGNUP_IDEMPOTENCY_KEY = "signup_bonus"
 
 async def ensure_account(session: AsyncSession, user: User) -> CreditAccount:
     """The user's account, created (empty) on first need; safe to race."""
-    await session.execute(
-        insert_ignoring_conflicts(session, CreditAccount).values(
-            id=uuid.uuid4(), user_id=user.id, project_id=user.project_id
-        )
-    )
-    account = await session.scalar(
+    query = (
         select(CreditAccount)
         .where(CreditAccount.user_id == user.id, CreditAccount.project_id == user.project_id)
         .execution_options(populate_existing=True)
     )
+    account = await session.scalar(query)
+    if account is None:
+        await session.execute(
+            insert_ignoring_conflicts(session, CreditAccount).values(
+                id=uuid.uuid4(), user_id=user.id, project_id=user.project_id
+            )
+        )
+        account = await session.scalar(query)
     assert account is not None
     return account
 
