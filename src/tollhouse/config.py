@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     jwks_cache_seconds: int = Field(300, ge=0)
     jwks_refetch_cooldown_seconds: float = Field(30.0, ge=0)
     jwks_timeout_seconds: float = Field(5.0, gt=0)
+    # How long a process may keep answering from its cache of resolved users (0 = never cache).
+    caller_cache_seconds: float = Field(2.0, ge=0, le=60)
 
     # Service-to-service and operator credentials
     flash_service_key: SecretStr | None = None

@@ -15,6 +15,7 @@ from tollhouse.db.engine import Database
 from tollhouse.identity.caller import IdentityContext
 from tollhouse.identity.issuers import IssuerRegistry
 from tollhouse.identity.service import TokenSettings
+from tollhouse.identity.user_cache import UserCache
 from tollhouse.kit import idempotency
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.jobs import PeriodicJobs
@@ -43,6 +44,7 @@ def identity_context(settings: Settings, home: str) -> IdentityContext:
         ),
         home_project_id=home,
         token_settings=TokenSettings.from_settings(settings),
+        user_cache=UserCache(settings.caller_cache_seconds),
         user_created_hooks=(signup_grant(settings.signup_credits),),
     )
 

@@ -17,21 +17,25 @@ def database(request: Request) -> Database:
 
 
 async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with database(request).sessions() as session:
-        try:
-            yield session
-        except TollhouseError as exc:
-            # Some refusals must remember what they found (a reused refresh token revokes
-            # its family); they say so, and their writes are kept.
-            if exc.keeps_writes:
-                await session.commit()
-            else:
-                await session.rollback()
-            raise
-        except BaseException:
+    # A session that never ran a statement holds no connection: it is neither committed nor
+    # closed, so requests answered from caches pay nothing for it.
+    session = database(request).sessions()
+    try:
+        yield session
+    except TollhouseError as exc:
+        # Some refusals must remember what they found (a reused refresh token revokes its
+        # family); they say so, and their writes are kept.
+        if exc.keeps_writes:
+            await session.commit()
+        elif session.in_transaction():
             await session.rollback()
-            raise
-        else:
+        raise
+    except BaseException:
+        if session.in_transaction():
+            await session.rollback()
+        raise
+    else:
+        if session.in_transaction():
             await session.commit()
 
 

@@ -15,6 +15,7 @@ refused rather than ignored:
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, cast
@@ -23,7 +24,8 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.config import Settings
-from tollhouse.db.session import SessionDep
+from tollhouse.db.engine import Database
+from tollhouse.db.session import database
 from tollhouse.identity import gateway_signing, service
 from tollhouse.identity.errors import (
     AdminDisabled,
@@ -40,6 +42,7 @@ from tollhouse.identity.errors import (
 from tollhouse.identity.issuers import IssuerRegistry
 from tollhouse.identity.models import User
 from tollhouse.identity.tokens import verify_access_token
+from tollhouse.identity.user_cache import UserCache
 from tollhouse.kit.crypto import secrets_equal
 
 PLATFORM_KEY_PREFIXES = ("sk_test_", "sk_live_", "pk_test_", "pk_live_")
@@ -78,6 +81,7 @@ class IdentityContext:
     issuers: IssuerRegistry
     home_project_id: str
     token_settings: service.TokenSettings
+    user_cache: UserCache
     user_created_hooks: tuple[service.UserCreatedHook, ...] = ()
 
 
@@ -85,14 +89,38 @@ def identity_context(request: Request) -> IdentityContext:
     return cast(IdentityContext, request.app.state.identity)
 
 
-async def resolve_caller(request: Request, session: SessionDep) -> Caller:
+async def resolve_caller(request: Request) -> Caller:
     context = identity_context(request)
-    caller = await _resolve(request, session, context)
+    lookup = _UserLookup(context, database(request))
+    caller = await _resolve(request, lookup, context)
     request.state.caller_kind = caller.kind.value
     return caller
 
 
-async def _resolve(request: Request, session: AsyncSession, context: IdentityContext) -> Caller:
+class _UserLookup:
+    """Finds the caller's user: from the cache, else in a short session of its own.
+
+    Its own session keeps caller resolution out of the route's unit of work, and a request
+    answered from the cache touches no database at all.
+    """
+
+    def __init__(self, context: IdentityContext, db: Database) -> None:
+        self.context = context
+        self.db = db
+
+    async def __call__(
+        self, via: str, reference: str, load: Callable[[AsyncSession], Awaitable[User]]
+    ) -> User:
+        cache = self.context.user_cache
+        home = self.context.home_project_id
+        cached = cache.get(home, via, reference)
+        if cached is not None:
+            return cached
+        async with self.db.session() as session:
+            return cache.put(home, via, reference, await load(session))
+
+
+async def _resolve(request: Request, lookup: _UserLookup, context: IdentityContext) -> Caller:
     settings = context.settings
     headers = request.headers
     home = context.home_project_id
@@ -108,12 +136,12 @@ async def _resolve(request: Request, session: AsyncSession, context: IdentityCon
     signature = headers.get("x-gateway-signature")
     timestamp = headers.get("x-gateway-timestamp")
     if signature is not None or timestamp is not None:
-        return await _signed_gateway_caller(request, session, context, signature, timestamp)
+        return await _signed_gateway_caller(request, lookup, context, signature, timestamp)
 
     if (service_key := headers.get("x-service-key")) is not None:
         service_name = _service_named_by(service_key, settings)
         return await _service_caller(
-            session, home, headers.get("x-user-id"), metered=True, service_name=service_name
+            lookup, context, headers.get("x-user-id"), metered=True, service_name=service_name
         )
 
     authorization = headers.get("authorization")
@@ -126,7 +154,7 @@ async def _resolve(request: Request, session: AsyncSession, context: IdentityCon
             # Platform API keys: resolved by tenancy once projects issue keys (the Platform
             # API issue); until then no such key exists, so every one is unknown.
             raise InvalidApiKey()
-        return await _bearer_token_caller(session, context, credential)
+        return await _bearer_token_caller(lookup, context, credential)
 
     if headers.get("x-publishable-key") is not None:
         raise InvalidApiKey("Invalid publishable key.")
@@ -151,7 +179,7 @@ def _service_named_by(key: str, settings: Settings) -> str:
 
 async def _signed_gateway_caller(
     request: Request,
-    session: AsyncSession,
+    lookup: _UserLookup,
     context: IdentityContext,
     signature: str | None,
     timestamp: str | None,
@@ -180,71 +208,78 @@ async def _signed_gateway_caller(
     # Only a verified signature may switch metering off.
     metered = request.headers.get("x-gateway-metered", "").lower() != "true"
     return await _service_caller(
-        session,
-        context.home_project_id,
-        user_reference or None,
-        metered=metered,
-        service_name="gateway",
+        lookup, context, user_reference or None, metered=metered, service_name="gateway"
     )
 
 
 async def _service_caller(
-    session: AsyncSession,
-    project_id: str,
+    lookup: _UserLookup,
+    context: IdentityContext,
     user_reference: str | None,
     *,
     metered: bool,
     service_name: str,
 ) -> Caller:
+    project_id = context.home_project_id
     if not user_reference:
         return Caller(CallerKind.SYSTEM, project_id, service=service_name)
-    user = await service.find_user(session, project_id, user_reference)
+    user = await lookup(
+        "reference",
+        user_reference,
+        lambda session: service.find_user(session, project_id, user_reference),
+    )
     return Caller(CallerKind.SERVICE, project_id, user, metered=metered, service=service_name)
 
 
-async def _bearer_token_caller(
-    session: AsyncSession, context: IdentityContext, token: str
-) -> Caller:
+async def _bearer_token_caller(lookup: _UserLookup, context: IdentityContext, token: str) -> Caller:
     home = context.home_project_id
     issuer = context.issuers.find(token)
     if issuer is not None:
         identity = await context.issuers.verify(token, issuer)
-        user = await service.user_for_identity(session, home, identity, context.user_created_hooks)
+        user = await lookup(
+            "external_id",
+            identity.external_id,
+            lambda session: service.user_for_identity(
+                session, home, identity, context.user_created_hooks
+            ),
+        )
     else:
         user_id = verify_access_token(context.token_settings.secret, token)
-        user = await service.active_user_by_id(session, home, user_id)
+        user = await lookup(
+            "id", str(user_id), lambda session: service.active_user_by_id(session, home, user_id)
+        )
     return Caller(CallerKind.USER, home, user, metered=True)
 
 
 CallerDep = Annotated[Caller, Depends(resolve_caller)]
 
 
-def gateway_caller(caller: CallerDep, request: Request) -> Caller:
+async def gateway_caller(caller: CallerDep, request: Request) -> Caller:
     """Any authenticated caller of the Gateway API; anonymous only when AUTH_ENABLED=false."""
     if caller.kind is CallerKind.ANONYMOUS and identity_context(request).settings.auth_enabled:
         raise AuthenticationRequired()
     return caller
 
 
-def user_caller(caller: CallerDep) -> Caller:
+async def user_caller(caller: CallerDep) -> Caller:
     if caller.user is None:
         raise AuthenticationRequired()
     return caller
 
 
-def service_caller(caller: CallerDep) -> Caller:
+async def service_caller(caller: CallerDep) -> Caller:
     if not caller.is_service:
         raise ServiceKeyRequired()
     return caller
 
 
-def billing_caller(caller: CallerDep) -> Caller:
+async def billing_caller(caller: CallerDep) -> Caller:
     if caller.service != "billing":
         raise InvalidServiceKey("This endpoint needs X-Service-Key set to BILLING_API_KEY.")
     return caller
 
 
-def admin_caller(caller: CallerDep) -> Caller:
+async def admin_caller(caller: CallerDep) -> Caller:
     if caller.kind is not CallerKind.ADMIN:
         raise AdminKeyRequired()
     return caller

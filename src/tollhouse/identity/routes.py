@@ -57,14 +57,15 @@ async def resolve_user(
 async def export_me(caller: UserCaller, session: SessionDep) -> dict[str, Any]:
     """Everything we hold about the caller, one section per domain (GDPR art. 15 and 20)."""
     assert caller.user is not None
-    return await privacy.export_user(session, caller.user)
+    return await privacy.export_user(session, await service.reload(session, caller.user))
 
 
 @users.delete("/me", response_model=DetailResponse)
-async def erase_me(caller: UserCaller, session: SessionDep) -> DetailResponse:
+async def erase_me(caller: UserCaller, request: Request, session: SessionDep) -> DetailResponse:
     """Erase the caller's personal data; financial records stay, anonymised (GDPR art. 17)."""
     assert caller.user is not None
-    await privacy.erase_user(session, caller.user)
+    await privacy.erase_user(session, await service.reload(session, caller.user))
+    identity_context(request).user_cache.forget(caller.user.id)
     return DetailResponse(detail="Personal data erased")
 
 
@@ -143,7 +144,10 @@ async def me(caller: UserCaller) -> MeResponse:
 
 
 @auth.delete("/account", response_model=DetailResponse)
-async def deactivate_account(caller: UserCaller, session: SessionDep) -> DetailResponse:
+async def deactivate_account(
+    caller: UserCaller, request: Request, session: SessionDep
+) -> DetailResponse:
     assert caller.user is not None
-    await service.deactivate(session, caller.user)
+    await service.deactivate(session, await service.reload(session, caller.user))
+    identity_context(request).user_cache.forget(caller.user.id)
     return DetailResponse(detail="Account deactivated")

@@ -122,6 +122,14 @@ async def active_user_by_id(session: AsyncSession, project_id: str, user_id: uui
     return user
 
 
+async def reload(session: AsyncSession, user: User) -> User:
+    """The caller's user as this session sees it now: load before changing a cached copy."""
+    fresh = await session.get(User, user.id, populate_existing=True)
+    if fresh is None or not fresh.is_active:
+        raise UserInactive()
+    return fresh
+
+
 async def issue_token_pair(
     session: AsyncSession,
     user: User,

@@ -132,7 +132,7 @@ class Idempotency:
         )
 
 
-def idempotency(request: Request, session: SessionDep) -> Idempotency:
+async def idempotency(request: Request, session: SessionDep) -> Idempotency:
     return Idempotency(request, session)
 
 
