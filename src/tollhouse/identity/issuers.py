@@ -89,10 +89,10 @@ class IssuerRegistry:
             )
         client = self._clients[issuer.jwks_url]
         try:
-            signing_key = _cached_signing_key(client, header.get("kid")) or (
+            signing_key = _cached_signing_key(client, header.get("kid"))
+            if signing_key is None:
                 # PyJWKClient fetches with blocking urllib: only ever in a worker thread.
-                await anyio.to_thread.run_sync(client.get_signing_key_from_jwt, token)
-            )
+                signing_key = await anyio.to_thread.run_sync(client.get_signing_key_from_jwt, token)
         except jwt.PyJWKClientConnectionError as exc:
             raise IssuerUnavailable() from exc
         except (jwt.PyJWKClientError, jwt.InvalidTokenError) as exc:
