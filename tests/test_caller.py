@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -14,6 +15,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import update
 
 from jwks_server import JwksServer, SigningKey, claims, new_key
 from support import (
@@ -23,11 +25,13 @@ from support import (
     SERVICE_KEY,
     SIGNING_SECRET,
     ClientFactory,
+    app_of,
     assert_error,
     resolve,
     token_pair,
 )
 from tollhouse.identity.gateway_signing import sign
+from tollhouse.identity.models import User
 
 pytestmark = pytest.mark.anyio
 
@@ -430,3 +434,45 @@ async def test_unreachable_jwks_is_a_503(make_client: ClientFactory, idp: JwksSe
     token = idp.sign(idp.keys[0], claims(ISSUER, AUDIENCE, "fay"))
     idp.stop()
     assert_error(await client.get(ME, headers=bearer(token)), 503, "issuer_unavailable")
+
+
+# --- the per-process caller cache -----------------------------------------------------------
+
+
+async def test_another_process_deactivating_a_user_is_seen_within_the_cache_window(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(caller_cache_seconds=0.3)
+    user = await resolve(client, "cached")
+    pair = await token_pair(client, user)
+    paths = [bearer(pair["access_token"]), {**SERVICE, "X-User-ID": user}]
+    for headers in paths:
+        assert (await client.get(ME, headers=headers)).status_code == 200
+    # As another replica would: straight in the database, not through this process.
+    async with app_of(client).state.database.session() as session:
+        await session.execute(update(User).values(is_active=False))
+    for headers in paths:
+        assert (await client.get(ME, headers=headers)).status_code == 200  # still cached
+    await asyncio.sleep(0.35)
+    assert_error(await client.get(ME, headers=paths[0]), 401, "user_not_found_or_inactive")
+    assert_error(await client.get(ME, headers=paths[1]), 404, "user_not_found")
+
+
+async def test_no_cache_means_every_request_is_checked(make_client: ClientFactory) -> None:
+    client = await make_client(caller_cache_seconds=0)
+    user = await resolve(client, "uncached")
+    pair = await token_pair(client, user)
+    assert (await client.get(ME, headers=bearer(pair["access_token"]))).status_code == 200
+    async with app_of(client).state.database.session() as session:
+        await session.execute(update(User).values(is_active=False))
+    response = await client.get(ME, headers=bearer(pair["access_token"]))
+    assert_error(response, 401, "user_not_found_or_inactive")
+
+
+async def test_an_expired_token_is_not_served_from_the_cache(client: httpx.AsyncClient) -> None:
+    user = await resolve(client, "short-lived")
+    now = int(time.time())
+    token = own_token(sub=user, iat=now, exp=now + 1)
+    assert (await client.get(ME, headers=bearer(token))).status_code == 200
+    await asyncio.sleep(1.1)
+    assert_error(await client.get(ME, headers=bearer(token)), 401, "token_expired")

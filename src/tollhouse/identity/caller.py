@@ -39,9 +39,9 @@ from tollhouse.identity.errors import (
     ServiceKeyNotConfigured,
     ServiceKeyRequired,
 )
-from tollhouse.identity.issuers import IssuerRegistry
+from tollhouse.identity.issuers import ExternalIdentity, IssuerRegistry
 from tollhouse.identity.models import User
-from tollhouse.identity.tokens import verify_access_token
+from tollhouse.identity.tokens import AccessClaims, verify_access_token
 from tollhouse.identity.user_cache import UserCache
 from tollhouse.kit.crypto import secrets_equal
 
@@ -233,9 +233,11 @@ async def _service_caller(
 
 async def _bearer_token_caller(lookup: _UserLookup, context: IdentityContext, token: str) -> Caller:
     home = context.home_project_id
-    issuer = context.issuers.find(token)
-    if issuer is not None:
-        identity = await context.issuers.verify(token, issuer)
+    verified = context.user_cache.verified(token)
+    if verified is None:
+        verified = await _verify_bearer_token(context, token)
+    if isinstance(verified, ExternalIdentity):
+        identity = verified
         user = await lookup(
             "external_id",
             identity.external_id,
@@ -244,11 +246,26 @@ async def _bearer_token_caller(lookup: _UserLookup, context: IdentityContext, to
             ),
         )
     else:
-        user_id = verify_access_token(context.token_settings.secret, token)
+        user_id = verified.user_id
         user = await lookup(
             "id", str(user_id), lambda session: service.active_user_by_id(session, home, user_id)
         )
     return Caller(CallerKind.USER, home, user, metered=True)
+
+
+async def _verify_bearer_token(
+    context: IdentityContext, token: str
+) -> ExternalIdentity | AccessClaims:
+    issuer = context.issuers.find(token)
+    verified: ExternalIdentity | AccessClaims
+    if issuer is not None:
+        verified = await context.issuers.verify(token, issuer)
+        expires_at = int(verified.claims["exp"])
+    else:
+        verified = verify_access_token(context.token_settings.secret, token)
+        expires_at = verified.expires_at
+    context.user_cache.remember_verified(token, verified, expires_at)
+    return verified
 
 
 CallerDep = Annotated[Caller, Depends(resolve_caller)]

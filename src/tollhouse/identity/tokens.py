@@ -54,8 +54,14 @@ def issue_access_token(secret: str, user_id: uuid.UUID, minutes: int) -> AccessT
     return AccessToken(_codec.encode(claims, secret, algorithm=ACCESS_ALGORITHM), minutes * 60)
 
 
-def verify_access_token(secret: str, token: str) -> uuid.UUID:
-    """The user id an access token of ours names; any defect is a 401 saying which."""
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    expires_at: int
+
+
+def verify_access_token(secret: str, token: str) -> AccessClaims:
+    """Who an access token of ours names, until when; any defect is a 401 saying which."""
     try:
         claims: dict[str, Any] = _codec.decode(
             token,
@@ -70,7 +76,7 @@ def verify_access_token(secret: str, token: str) -> uuid.UUID:
     if claims.get("type") != "access":
         raise WrongTokenType()
     try:
-        return uuid.UUID(str(claims["sub"]))
+        return AccessClaims(uuid.UUID(str(claims["sub"])), int(claims["exp"]))
     except ValueError as exc:
         raise InvalidToken("Invalid access token: subject is not a user id") from exc
 

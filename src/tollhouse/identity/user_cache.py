@@ -1,23 +1,25 @@
-"""A short-lived, per-process cache of the users callers name, so auth costs no query.
+"""Short-lived, per-process memory of verified credentials and the users they name.
 
-Entries live `ttl` seconds (CALLER_CACHE_SECONDS, default 2): a deactivation or erasure in
-this process is seen at once (`forget`), in other processes within the TTL. Only users that
-exist and are active are cached, and the map is bounded, so callers cannot grow it at will.
-The cached objects are detached copies: read them freely, re-load before writing.
+Caller resolution runs on every request; these caches make a repeated credential cost two
+dictionary lookups instead of a signature check and a query (Envoy's jwt_authn caches
+verified tokens the same way). Entries live at most CALLER_CACHE_SECONDS (default 2) and
+never past a token's own `exp`: a deactivation or erasure in this process is seen at once
+(`forget`), in other processes within that window. Only active users are kept, and both maps
+are bounded, so callers cannot grow them at will. Cached users are detached copies: read
+them freely, re-load before writing.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections import OrderedDict
+from typing import Any
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import make_transient_to_detached
 
 from tollhouse.identity.models import User
-
-Key = tuple[str, str, str]  # (project_id, how the user was named, the name)
+from tollhouse.kit.ttl_cache import TTLCache
 
 
 def detached_copy(user: User) -> User:
@@ -29,33 +31,25 @@ def detached_copy(user: User) -> User:
 class UserCache:
     def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl_seconds
-        self.max_entries = max_entries
-        self._entries: OrderedDict[Key, tuple[float, User]] = OrderedDict()
+        self._users: TTLCache[tuple[str, str, str], User] = TTLCache(max_entries)
+        self._tokens: TTLCache[str, Any] = TTLCache(max_entries)
 
     def get(self, project_id: str, via: str, reference: str) -> User | None:
-        if self.ttl <= 0:
-            return None
-        key = (project_id, via, reference)
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, user = entry
-        if expires < time.monotonic():
-            del self._entries[key]
-            return None
-        return user
+        return self._users.get((project_id, via, reference))
 
     def put(self, project_id: str, via: str, reference: str, user: User) -> User:
         """Remember `user` under `reference`; returns the detached copy callers should use."""
         copy = detached_copy(user)
-        if self.ttl > 0 and user.is_active:
-            key = (project_id, via, reference)
-            self._entries[key] = (time.monotonic() + self.ttl, copy)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        if user.is_active:
+            self._users.put((project_id, via, reference), copy, self.ttl)
         return copy
 
     def forget(self, user_id: uuid.UUID) -> None:
-        for key in [k for k, (_, user) in self._entries.items() if user.id == user_id]:
-            del self._entries[key]
+        self._users.discard_where(lambda user: user.id == user_id)
+
+    def verified(self, token: str) -> Any:
+        """What verifying `token` gave last time, if that was recent and it has not expired."""
+        return self._tokens.get(token)
+
+    def remember_verified(self, token: str, result: Any, expires_at: float) -> None:
+        self._tokens.put(token, result, min(self.ttl, expires_at - time.time()))
