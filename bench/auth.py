@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -43,9 +43,6 @@ from tollhouse.identity import gateway_signing
 
 TARGET_RATIO = 0.6
 WARMUP_SECONDS = 1.0
-# One discarded /health load before the first row: without it the first /health row came out
-# 10-25% below the last one in every full run, against about ±5% between later rows.
-PRIMING_SECONDS = 3.0
 HEALTH_PATH = "/health"
 ME_PATH = "/api/v1/auth/me"
 BENCH_EXTERNAL_ID = "bench-user-1"
@@ -621,8 +618,7 @@ def measure(
     spec = LoadSpec(server.base_url, args.duration, args.concurrency, args.client, server.pid)
     results: list[LoadResult] = []
     # A transient spinner on stderr: the only lasting output is the table.
-    with status.status("priming the server and the load process") as spinner:
-        pool.submit(run_load, replace(spec, duration=PRIMING_SECONDS), targets[0]).result()
+    with status.status("starting") as spinner:
         for number, target in enumerate(targets, start=1):
             spinner.update(f"measuring {target.label} ({number}/{len(targets)})")
             results.append(pool.submit(run_load, spec, target).result())

@@ -90,10 +90,15 @@ def identity_context(request: Request) -> IdentityContext:
 
 
 async def resolve_caller(request: Request) -> Caller:
-    context = identity_context(request)
-    lookup = _UserLookup(context, database(request))
-    caller = await _resolve(request, lookup, context)
-    request.state.caller_kind = caller.kind.value
+    """The request's Caller, resolved once however many dependencies ask for it."""
+    state = request.scope.setdefault("state", {})
+    caller = state.get("caller")
+    if caller is None:
+        context = identity_context(request)
+        caller = await _resolve(request, _UserLookup(context, database(request)), context)
+        state["caller"] = caller
+        state["caller_kind"] = caller.kind.value
+    assert isinstance(caller, Caller)
     return caller
 
 
@@ -271,32 +276,41 @@ async def _verify_bearer_token(
 CallerDep = Annotated[Caller, Depends(resolve_caller)]
 
 
-async def gateway_caller(caller: CallerDep, request: Request) -> Caller:
+async def gateway_caller(request: Request) -> Caller:
     """Any authenticated caller of the Gateway API; anonymous only when AUTH_ENABLED=false."""
+    caller = await resolve_caller(request)
     if caller.kind is CallerKind.ANONYMOUS and identity_context(request).settings.auth_enabled:
         raise AuthenticationRequired()
     return caller
 
 
-async def user_caller(caller: CallerDep) -> Caller:
+# The guards below resolve the caller themselves instead of depending on CallerDep: one level
+# of dependency less on every authenticated request.
+
+
+async def user_caller(request: Request) -> Caller:
+    caller = await resolve_caller(request)
     if caller.user is None:
         raise AuthenticationRequired()
     return caller
 
 
-async def service_caller(caller: CallerDep) -> Caller:
+async def service_caller(request: Request) -> Caller:
+    caller = await resolve_caller(request)
     if not caller.is_service:
         raise ServiceKeyRequired()
     return caller
 
 
-async def billing_caller(caller: CallerDep) -> Caller:
+async def billing_caller(request: Request) -> Caller:
+    caller = await resolve_caller(request)
     if caller.service != "billing":
         raise InvalidServiceKey("This endpoint needs X-Service-Key set to BILLING_API_KEY.")
     return caller
 
 
-async def admin_caller(caller: CallerDep) -> Caller:
+async def admin_caller(request: Request) -> Caller:
+    caller = await resolve_caller(request)
     if caller.kind is not CallerKind.ADMIN:
         raise AdminKeyRequired()
     return caller
