@@ -205,7 +205,8 @@ async def _signed_gateway_caller(
         signature=signature,
         timestamp=timestamp,
         method=request.method,
-        path=request.url.path,
+        # The path as routed (no query), read from the scope: building request.url parses it.
+        path=request.scope.get("root_path", "") + request.scope["path"],
         user_id=user_reference,
         now=time.time(),
         tolerance_seconds=context.settings.gateway_signature_tolerance_seconds,
