@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.db.session import SessionDep
 from tollhouse.identity import service as identity
 from tollhouse.identity.caller import AdminCaller, BillingCaller, CallerDep, UserCaller
 from tollhouse.identity.models import User
-from tollhouse.kit.idempotency import IdempotencyDep
+from tollhouse.kit.idempotency import Idempotency, IdempotencyDep
 from tollhouse.ledger import costs, service
 from tollhouse.ledger import privacy as _privacy  # noqa: F401 - registers the export section
 from tollhouse.ledger.context import ledger_context
-from tollhouse.ledger.models import CreditAccount
+from tollhouse.ledger.models import CreditAccount, CreditTransaction
 from tollhouse.ledger.schemas import (
     MAX_AMOUNT,
     AdminGrantRequest,
@@ -45,6 +47,30 @@ async def _account_by_reference(
 ) -> CreditAccount:
     user = await identity.find_user(session, project_id, reference)
     return await service.ensure_account(session, user)
+
+
+async def _move_credits(
+    session: AsyncSession,
+    idempotency: Idempotency,
+    project_id: str,
+    user_reference: str,
+    move: Callable[..., Awaitable[CreditTransaction]],
+    operation: str,
+    amount: int,
+    transaction_type: str,
+    description: str | None,
+) -> CreditTransaction:
+    """Grant or spend for the user named by id or external id, deduplicated by the request's
+    Idempotency-Key (stored per `operation`, so one key never answers two kinds of move)."""
+    account = await _account_by_reference(session, project_id, user_reference)
+    return await move(
+        session,
+        account.id,
+        amount,
+        transaction_type,
+        description=description,
+        idempotency_key=idempotency.ledger_key(operation),
+    )
 
 
 @credits.get("/balance", response_model=BalanceResponse)
@@ -83,15 +109,10 @@ async def admin_grant(
     body: AdminGrantRequest, caller: AdminCaller, session: SessionDep, idempotency: IdempotencyDep
 ) -> Any:
     async def work() -> AdminGrantResponse:
-        account = await _account_by_reference(session, caller.project_id, body.user_id)
-        row = await service.grant(
-            session,
-            account.id,
-            body.amount,
-            body.transaction_type,
-            description=body.description,
-            idempotency_key=idempotency.ledger_key("admin_grant"),
-        )
+        row = await _move_credits(
+            session, idempotency, caller.project_id, body.user_id, service.grant, "admin_grant",
+            body.amount, body.transaction_type, body.description,
+        )  # fmt: skip
         return AdminGrantResponse(balance=row.balance_after, granted=body.amount)
 
     return await idempotency.run("admin", work)
@@ -129,15 +150,10 @@ async def internal_grant(
     idempotency: IdempotencyDep,
 ) -> Any:
     async def work() -> InternalResult:
-        account = await _account_by_reference(session, caller.project_id, body.user_id)
-        row = await service.grant(
-            session,
-            account.id,
-            body.amount,
-            body.transaction_type,
-            description=body.description,
-            idempotency_key=idempotency.ledger_key("grant"),
-        )
+        row = await _move_credits(
+            session, idempotency, caller.project_id, body.user_id, service.grant, "grant",
+            body.amount, body.transaction_type, body.description,
+        )  # fmt: skip
         return InternalResult(success=True, transaction_id=row.id, balance_after=row.balance_after)
 
     return await idempotency.run("billing", work)
@@ -151,15 +167,10 @@ async def internal_spend(
     idempotency: IdempotencyDep,
 ) -> Any:
     async def work() -> InternalResult:
-        account = await _account_by_reference(session, caller.project_id, body.user_id)
-        row = await service.spend(
-            session,
-            account.id,
-            body.cost,
-            body.transaction_type,
-            description=body.description,
-            idempotency_key=idempotency.ledger_key("spend"),
-        )
+        row = await _move_credits(
+            session, idempotency, caller.project_id, body.user_id, service.spend, "spend",
+            body.cost, body.transaction_type, body.description,
+        )  # fmt: skip
         return InternalResult(success=True, transaction_id=row.id, balance_after=row.balance_after)
 
     return await idempotency.run("billing", work)
