@@ -376,6 +376,8 @@ def _server_env(
         "JWT_ISSUERS": json.dumps(issuers),
         # No per-request log line: the table should show the request path's cost, not I/O.
         "LOG_LEVEL": "WARNING",
+        # CALLER_CACHE_SECONDS=0 in the bench's environment measures every path uncached.
+        **{name: os.environ[name] for name in ("CALLER_CACHE_SECONDS",) if name in os.environ},
     }
 
 
