@@ -114,7 +114,7 @@ async def test_concurrent_resolves_on_separate_app_instances(
     make_client: ClientFactory, postgres_only: str
 ) -> None:
     # Separate apps, separate connection pools: the database alone keeps them from racing.
-    clients = [await make_client() for _ in range(4)]
+    clients = [await make_client(database_pool_size=5, database_max_overflow=0) for _ in range(4)]
     responses = await asyncio.gather(
         *(
             c.post("/api/v1/users/resolve", json={"external_id": f"multi-{n % 3}"}, headers=SERVICE)

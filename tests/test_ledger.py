@@ -371,7 +371,10 @@ async def test_fifty_concurrent_grants_with_one_key_make_one_row(client: httpx.A
 
 
 async def test_two_hundred_concurrent_spends_against_a_hundred(make_client: ClientFactory) -> None:
-    clients = [await ledger_client(make_client) for _ in range(4)]
+    clients = [
+        await ledger_client(make_client, database_pool_size=5, database_max_overflow=0)
+        for _ in range(4)
+    ]
     user = await user_with(clients[0], 100)
     responses = await asyncio.gather(*(spend(clients[n % 4], user, 1) for n in range(200)))
     statuses = [r.status_code for r in responses]

@@ -25,7 +25,11 @@ log = structlog.get_logger("tollhouse")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    database = Database(settings.effective_database_url)
+    database = Database(
+        settings.effective_database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
     metrics = HttpMetrics()
 
     @asynccontextmanager

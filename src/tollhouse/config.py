@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     tollhouse_data_dir: Path = Path("data")
     database_url: str | None = None
     db_health_timeout_seconds: float = 5.0
+    # PostgreSQL connections per process (SQLite always uses one).
+    database_pool_size: int = Field(10, ge=1)
+    database_max_overflow: int = Field(5, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     log_level: str = "INFO"
     log_json: bool = True

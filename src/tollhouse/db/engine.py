@@ -26,12 +26,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True, **kwargs)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # One connection per process: SQLite runs one writer at a time anyway, and waiting in the
     # pool's queue wakes the next request at once, where SQLite's busy handler sleeps and polls.
-    kwargs.setdefault("pool_size", 1)
-    kwargs.setdefault("max_overflow", 0)
+    kwargs["pool_size"] = 1
+    kwargs["max_overflow"] = 0
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(
         url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
     )
