@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.effective_database_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
+        pool_pre_ping=settings.database_pool_pre_ping,
     )
     metrics = HttpMetrics()
 

@@ -25,10 +25,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # SQL parameters (token hashes, emails) stay out of error messages and logs.
     kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, **kwargs)
+        return create_async_engine(url, **kwargs)
     # One connection per process: SQLite runs one writer at a time anyway, and waiting in the
     # pool's queue wakes the next request at once, where SQLite's busy handler sleeps and polls.
     kwargs["pool_size"] = 1
+    kwargs.pop("pool_pre_ping", None)  # a local file does not drop connections
     kwargs["max_overflow"] = 0
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

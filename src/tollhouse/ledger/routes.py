@@ -16,7 +16,7 @@ from tollhouse.kit.idempotency import Idempotency, IdempotencyDep
 from tollhouse.ledger import costs, service
 from tollhouse.ledger import privacy as _privacy  # noqa: F401 - registers the export section
 from tollhouse.ledger.context import ledger_context
-from tollhouse.ledger.models import CreditAccount, CreditTransaction
+from tollhouse.ledger.models import CreditAccount
 from tollhouse.ledger.schemas import (
     MAX_AMOUNT,
     AdminGrantRequest,
@@ -54,12 +54,12 @@ async def _move_credits(
     idempotency: Idempotency,
     project_id: str,
     user_reference: str,
-    move: Callable[..., Awaitable[CreditTransaction]],
+    move: Callable[..., Awaitable[service.Entry]],
     operation: str,
     amount: int,
     transaction_type: str,
     description: str | None,
-) -> CreditTransaction:
+) -> service.Entry:
     """Grant or spend for the user named by id or external id, deduplicated by the request's
     Idempotency-Key (stored per `operation`, so one key never answers two kinds of move)."""
     account = await _account_by_reference(session, project_id, user_reference)
