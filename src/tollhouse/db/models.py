@@ -1,10 +1,20 @@
 """Every domain's tables, imported in one place so Alembic sees the whole schema."""
 
+from tollhouse.catalog import models as catalog_models
 from tollhouse.db.base import Base
 from tollhouse.identity import models as identity_models
 from tollhouse.kit import idempotency
 from tollhouse.ledger import models as ledger_models
+from tollhouse.metering import models as metering_models
 from tollhouse.tenancy import models as tenancy_models
 
 metadata = Base.metadata
-__all__ = ["idempotency", "identity_models", "ledger_models", "metadata", "tenancy_models"]
+__all__ = [
+    "catalog_models",
+    "idempotency",
+    "identity_models",
+    "ledger_models",
+    "metadata",
+    "metering_models",
+    "tenancy_models",
+]

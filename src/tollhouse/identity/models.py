@@ -28,6 +28,10 @@ class User(CreatedAt, Base):
     email: Mapped[str | None] = mapped_column(String(EMAIL_MAX))
     display_name: Mapped[str | None] = mapped_column(String(DISPLAY_NAME_MAX))
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Platform API end users: the plan their developer (or a token) gave them, and names.
+    plan: Mapped[str | None] = mapped_column(String(64))
+    first_name: Mapped[str | None] = mapped_column(String(DISPLAY_NAME_MAX))
+    last_name: Mapped[str | None] = mapped_column(String(DISPLAY_NAME_MAX))
     last_login_at: Mapped[datetime | None]
     erased_at: Mapped[datetime | None]
 

@@ -1,0 +1,1 @@
+"""Tiers (subscription plans with usage limits) and one-off products with inventory."""

@@ -1,0 +1,1 @@
+"""Usage quotas per tier and period, and rate limits."""
