@@ -1,14 +1,28 @@
-"""Tenancy rules. Today: make sure the operator's home platform and live project exist."""
+"""Tenancy rules: the home project, platforms, projects, API keys and the audit log.
+
+Keys are stored as HMAC-SHA256 under the server pepper; the plaintext exists only in the
+return value of `issue_key` / `roll_key`, shown to the developer once.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.db.dialect import insert_ignoring_conflicts
-from tollhouse.tenancy.models import Platform, Project
+from tollhouse.kit.clock import utcnow
+from tollhouse.kit.crypto import keyed_hash
+from tollhouse.tenancy import keys
+from tollhouse.tenancy.errors import KeyNotFound, ProjectNameTaken, ProjectNotFound
+from tollhouse.tenancy.models import ApiKey, AuditEntry, Platform, Project
 
 HOME_PLATFORM_ID = "plt_home"
+MAX_ROLL_GRACE = timedelta(days=30)
 
 
 async def ensure_home_project(
@@ -36,3 +50,210 @@ async def ensure_home_project(
     )
     assert project is not None
     return project
+
+
+async def create_platform(session: AsyncSession, name: str) -> Platform:
+    platform = Platform(name=name)
+    session.add(platform)
+    await session.flush()
+    return platform
+
+
+async def create_project(
+    session: AsyncSession,
+    platform_id: str,
+    *,
+    name: str,
+    mode: keys.Mode,
+    type: str = "saas",
+    enable_tax: bool = False,
+    **settings: Any,
+) -> Project:
+    """A new project (one name in one mode); 409 when the name is taken in that mode."""
+    project = Project(
+        platform_id=platform_id, name=name, mode=mode, type=type, enable_tax=enable_tax, **settings
+    )
+    try:
+        async with session.begin_nested():
+            session.add(project)
+            await session.flush()
+    except IntegrityError as exc:
+        raise ProjectNameTaken() from exc
+    return project
+
+
+async def project_of_platform(session: AsyncSession, platform_id: str, project_id: str) -> Project:
+    """A project, only if it belongs to the platform (another tenant's id is a 404)."""
+    project = await session.scalar(
+        select(Project).where(Project.id == project_id, Project.platform_id == platform_id)
+    )
+    if project is None:
+        raise ProjectNotFound()
+    return project
+
+
+async def projects_of_platform(session: AsyncSession, platform_id: str) -> list[Project]:
+    rows = await session.scalars(
+        select(Project)
+        .where(Project.platform_id == platform_id)
+        .order_by(Project.name, Project.mode)
+    )
+    return list(rows)
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key just made: `plaintext` is shown once and never stored."""
+
+    key: ApiKey
+    plaintext: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMatch:
+    """What a presented key resolves to; small and immutable so processes can cache it."""
+
+    key_id: str
+    kind: keys.KeyKind
+    project_id: str
+    platform_id: str
+    mode: keys.Mode
+    expires_at: datetime | None
+
+
+def key_hash(pepper: str, plaintext: str) -> str:
+    return keyed_hash(pepper, plaintext)
+
+
+async def issue_key(
+    session: AsyncSession,
+    pepper: str,
+    project: Project,
+    kind: keys.KeyKind,
+    *,
+    name: str | None = None,
+    rolled_from_id: str | None = None,
+) -> IssuedKey:
+    mode: keys.Mode = "live" if project.mode == "live" else "test"
+    plaintext = keys.new_key(kind, mode)
+    key = ApiKey(
+        project_id=project.id,
+        kind=kind,
+        key_hash=key_hash(pepper, plaintext),
+        display=keys.display(plaintext, kind),
+        name=name,
+        rolled_from_id=rolled_from_id,
+    )
+    session.add(key)
+    await session.flush()
+    return IssuedKey(key, plaintext)
+
+
+async def key_of_platform(session: AsyncSession, platform_id: str, key_id: str) -> ApiKey:
+    key = await session.scalar(
+        select(ApiKey)
+        .join(Project, Project.id == ApiKey.project_id)
+        .where(ApiKey.id == key_id, Project.platform_id == platform_id)
+    )
+    if key is None:
+        raise KeyNotFound()
+    return key
+
+
+async def keys_of_project(session: AsyncSession, project_id: str) -> list[ApiKey]:
+    rows = await session.scalars(
+        select(ApiKey).where(ApiKey.project_id == project_id).order_by(ApiKey.created_at)
+    )
+    return list(rows)
+
+
+async def roll_key(
+    session: AsyncSession, pepper: str, key: ApiKey, grace: timedelta, now: datetime | None = None
+) -> IssuedKey:
+    """A new key of the same kind; the old one keeps working for `grace` (0 = not at all).
+
+    The old key's expiry only ever moves earlier, so rolling twice cannot extend a grace.
+    """
+    now = now or utcnow()
+    grace = min(max(grace, timedelta(0)), MAX_ROLL_GRACE)
+    ends = now + grace
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key.id, (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > ends))
+        .values(expires_at=ends)
+    )
+    project = await session.get_one(Project, key.project_id)
+    kind: keys.KeyKind = "secret" if key.kind == "secret" else "publishable"
+    return await issue_key(session, pepper, project, kind, name=key.name, rolled_from_id=key.id)
+
+
+async def revoke_key(session: AsyncSession, key: ApiKey, now: datetime | None = None) -> None:
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key.id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+    )
+
+
+async def find_active_key(
+    session: AsyncSession, pepper: str, plaintext: str, now: datetime | None = None
+) -> KeyMatch | None:
+    """The active key behind a presented string, or None (unknown, expired or revoked)."""
+    parsed = keys.parse(plaintext)
+    if parsed is None:
+        return None
+    now = now or utcnow()
+    row = (
+        await session.execute(
+            select(ApiKey.id, ApiKey.kind, ApiKey.project_id, Project.platform_id, Project.mode)
+            .add_columns(ApiKey.expires_at)
+            .join(Project, Project.id == ApiKey.project_id)
+            .where(
+                ApiKey.key_hash == key_hash(pepper, plaintext),
+                ApiKey.revoked_at.is_(None),
+                (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now),
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    key_id, kind, project_id, platform_id, mode, expires_at = row
+    return KeyMatch(key_id, kind, project_id, platform_id, mode, expires_at)
+
+
+async def project_of_publishable_key(session: AsyncSession, pepper: str, plaintext: str) -> str | None:
+    """The project a publishable key string names (active or not), for token-binding checks."""
+    project_id = await session.scalar(
+        select(ApiKey.project_id).where(
+            ApiKey.key_hash == key_hash(pepper, plaintext), ApiKey.kind == "publishable"
+        )
+    )
+    return project_id
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+async def record(
+    session: AsyncSession,
+    platform_id: str,
+    action: str,
+    *,
+    developer_id: str | None = None,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """One line of the audit log; never holds a secret (pass displays, not keys)."""
+    session.add(
+        AuditEntry(
+            platform_id=platform_id,
+            developer_id=developer_id,
+            action=action,
+            target=target,
+            detail=detail,
+        )
+    )
+    await session.flush()
