@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollhouse.config import Settings
 from tollhouse.db.engine import Database
 from tollhouse.identity.caller import IdentityContext
+from tollhouse.identity.end_user_tokens import EndUserSigner, ProjectIssuers
 from tollhouse.identity.issuers import IssuerRegistry
 from tollhouse.identity.service import TokenSettings
 from tollhouse.identity.user_cache import UserCache
 from tollhouse.kit import idempotency
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.jobs import PeriodicJobs
+from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.ledger import service as ledger
 from tollhouse.ledger.context import LedgerContext
 from tollhouse.ledger.costs import configured_costs
@@ -45,6 +47,13 @@ def identity_context(settings: Settings, home: str) -> IdentityContext:
         home_project_id=home,
         token_settings=TokenSettings.from_settings(settings),
         user_cache=UserCache(settings.caller_cache_seconds),
+        end_user_signer=EndUserSigner(settings.secret("tollhouse_secret_pepper") or ""),
+        project_issuers=ProjectIssuers(
+            cache_seconds=settings.jwks_cache_seconds,
+            timeout_seconds=settings.jwks_timeout_seconds,
+            cooldown=settings.jwks_refetch_cooldown_seconds,
+        ),
+        key_cache=TTLCache(),
         user_created_hooks=(signup_grant(settings.signup_credits),),
     )
 

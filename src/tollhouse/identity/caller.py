@@ -10,6 +10,9 @@ refused rather than ignored:
                                                           an external issuer's, or our own
 5. `X-Publishable-Key`                                  → platform publishable key
 6. nothing                                              → anonymous
+
+Platform keys (4, 5) name a project; an end-user token beside them (`X-Clerk-Token`,
+`X-User-Token` or `X-End-User-Token`) names one of that project's end users.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from tollhouse.config import Settings
 from tollhouse.db.engine import Database
 from tollhouse.db.session import database
 from tollhouse.identity import gateway_signing, service
+from tollhouse.identity.end_user_tokens import (
+    EndUserClaims,
+    EndUserSigner,
+    InvalidEndUserToken,
+    ProjectIssuer,
+    ProjectIssuers,
+)
 from tollhouse.identity.errors import (
     AdminDisabled,
     AdminKeyRequired,
@@ -36,6 +46,9 @@ from tollhouse.identity.errors import (
     InvalidApiKey,
     InvalidGatewaySignature,
     InvalidServiceKey,
+    PlatformKeyRequired,
+    PublishableKeyMismatch,
+    SecretKeyRequired,
     ServiceKeyNotConfigured,
     ServiceKeyRequired,
 )
@@ -43,7 +56,11 @@ from tollhouse.identity.issuers import ExternalIdentity, IssuerRegistry
 from tollhouse.identity.models import User
 from tollhouse.identity.tokens import AccessClaims, verify_access_token
 from tollhouse.identity.user_cache import UserCache
+from tollhouse.kit.clock import utcnow
 from tollhouse.kit.crypto import secrets_equal
+from tollhouse.kit.ttl_cache import TTLCache
+from tollhouse.tenancy import service as tenancy
+from tollhouse.tenancy.service import KeyMatch
 
 PLATFORM_KEY_PREFIXES = ("sk_test_", "sk_live_", "pk_test_", "pk_live_")
 
@@ -67,6 +84,14 @@ class Caller:
     metered: bool = False
     # Which internal service a service key belongs to ("gateway" or "billing").
     service: str | None = None
+    # Platform callers: the key that was presented and what it belongs to.
+    key: KeyMatch | None = None
+    # The plan an end-user token claims (the effective plan is metering's decision).
+    plan_claim: str | None = None
+
+    @property
+    def platform_id(self) -> str | None:
+        return self.key.platform_id if self.key is not None else None
 
     @property
     def is_service(self) -> bool:
@@ -82,7 +107,14 @@ class IdentityContext:
     home_project_id: str
     token_settings: service.TokenSettings
     user_cache: UserCache
+    end_user_signer: EndUserSigner
+    project_issuers: ProjectIssuers
+    key_cache: TTLCache[str, KeyMatch]
     user_created_hooks: tuple[service.UserCreatedHook, ...] = ()
+
+    @property
+    def pepper(self) -> str:
+        return self.token_settings.pepper
 
 
 def identity_context(request: Request) -> IdentityContext:
@@ -114,15 +146,34 @@ class _UserLookup:
         self.db = db
 
     async def __call__(
-        self, via: str, reference: str, load: Callable[[AsyncSession], Awaitable[User]]
+        self,
+        via: str,
+        reference: str,
+        load: Callable[[AsyncSession], Awaitable[User]],
+        project_id: str | None = None,
     ) -> User:
         cache = self.context.user_cache
-        home = self.context.home_project_id
-        cached = cache.get(home, via, reference)
+        project_id = project_id or self.context.home_project_id
+        cached = cache.get(project_id, via, reference)
         if cached is not None:
             return cached
         async with self.db.session() as session:
-            return cache.put(home, via, reference, await load(session))
+            return cache.put(project_id, via, reference, await load(session))
+
+    async def key(self, plaintext: str) -> KeyMatch | None:
+        """The active key behind a presented string, cached no longer than its own expiry."""
+        cache = self.context.key_cache
+        match = cache.get(plaintext)
+        if match is None:
+            async with self.db.session() as session:
+                match = await tenancy.find_active_key(session, self.context.pepper, plaintext)
+            if match is None:
+                return None
+            ttl = self.context.settings.caller_cache_seconds
+            if match.expires_at is not None:
+                ttl = min(ttl, (match.expires_at - utcnow()).total_seconds())
+            cache.put(plaintext, match, ttl)
+        return match
 
 
 async def _resolve(request: Request, lookup: _UserLookup, context: IdentityContext) -> Caller:
@@ -156,15 +207,73 @@ async def _resolve(request: Request, lookup: _UserLookup, context: IdentityConte
         if scheme.lower() != "bearer" or not credential:
             raise AuthenticationRequired("Missing or invalid Authorization header.")
         if credential.startswith(PLATFORM_KEY_PREFIXES):
-            # Platform API keys: resolved by tenancy once projects issue keys (the Platform
-            # API issue); until then no such key exists, so every one is unknown.
-            raise InvalidApiKey()
+            return await _platform_key_caller(request, lookup, context, credential, "secret")
         return await _bearer_token_caller(lookup, context, credential)
 
-    if headers.get("x-publishable-key") is not None:
-        raise InvalidApiKey("Invalid publishable key.")
+    if (publishable_key := headers.get("x-publishable-key")) is not None:
+        return await _platform_key_caller(request, lookup, context, publishable_key, "publishable")
 
     return Caller(CallerKind.ANONYMOUS, home)
+
+
+END_USER_TOKEN_HEADERS = ("x-clerk-token", "x-user-token", "x-end-user-token")
+
+
+async def _platform_key_caller(
+    request: Request,
+    lookup: _UserLookup,
+    context: IdentityContext,
+    presented: str,
+    expected: str,
+) -> Caller:
+    """A project's key, and the end user named by the token beside it, if any."""
+    match = await lookup.key(presented.strip())
+    if match is None or match.kind != expected:
+        if expected == "publishable":
+            raise InvalidApiKey("Invalid publishable key.")
+        raise InvalidApiKey()
+    kind = CallerKind.SECRET_KEY if expected == "secret" else CallerKind.PUBLISHABLE_KEY
+    token = next(
+        (value for name in END_USER_TOKEN_HEADERS if (value := request.headers.get(name))), None
+    )
+    if token is None:
+        return Caller(kind, match.project_id, key=match, metered=True)
+    claims = await _end_user_claims(lookup, context, match, token.strip())
+    user = await lookup(
+        "external_id",
+        claims.subject,
+        lambda session: service.end_user_for_claims(session, match.project_id, claims),
+        project_id=match.project_id,
+    )
+    return Caller(kind, match.project_id, user, metered=True, key=match, plan_claim=claims.plan)
+
+
+async def _end_user_claims(
+    lookup: _UserLookup, context: IdentityContext, match: KeyMatch, token: str
+) -> EndUserClaims:
+    """Verify an end-user token for the key's project: ours, or the project's own issuer's."""
+    cached = context.user_cache.verified(token)
+    if isinstance(cached, EndUserClaims):
+        claims = cached
+    elif context.end_user_signer.owns(token):
+        claims = context.end_user_signer.verify(token)
+    elif match.end_user_issuer and match.end_user_jwks_url:
+        issuer = ProjectIssuer(
+            match.end_user_issuer, match.end_user_jwks_url, match.end_user_audience
+        )
+        claims = await context.project_issuers.verify(token, issuer)
+    else:
+        raise InvalidEndUserToken()
+    context.user_cache.remember_verified(token, claims, claims.expires_at)
+    # A token names the project it was issued for (ours in `aud`, others by a publishable-key
+    # claim) and works with that project's keys only.
+    bound_to = claims.project_id
+    if bound_to is None and claims.publishable_key is not None:
+        pk = await lookup.key(claims.publishable_key)
+        bound_to = pk.project_id if pk is not None else "unknown"
+    if bound_to is not None and bound_to != match.project_id:
+        raise PublishableKeyMismatch()
+    return claims
 
 
 def _service_named_by(key: str, settings: Settings) -> str:
@@ -317,7 +426,45 @@ async def admin_caller(request: Request) -> Caller:
     return caller
 
 
+PLATFORM_KINDS = (CallerKind.SECRET_KEY, CallerKind.PUBLISHABLE_KEY)
+
+
+async def platform_caller(request: Request) -> Caller:
+    """A Platform API caller: a project's publishable or secret key."""
+    caller = await resolve_caller(request)
+    if caller.kind is CallerKind.ANONYMOUS:
+        raise AuthenticationRequired(
+            "Missing authentication: send X-Publishable-Key or a secret key."
+        )
+    if caller.kind not in PLATFORM_KINDS:
+        raise PlatformKeyRequired()
+    return caller
+
+
+async def secret_key_caller(request: Request) -> Caller:
+    # As in the Platform API: a publishable key on a secret-key route is refused before the
+    # key is even looked up, so probing keys through these routes learns nothing.
+    headers = request.headers
+    if "authorization" not in headers and "x-publishable-key" in headers:
+        raise SecretKeyRequired()
+    caller = await platform_caller(request)
+    if caller.kind is not CallerKind.SECRET_KEY:
+        raise SecretKeyRequired()
+    return caller
+
+
+async def end_user_caller(request: Request) -> Caller:
+    """A Platform API caller acting for one of the project's end users (token required)."""
+    caller = await platform_caller(request)
+    if caller.user is None:
+        raise InvalidEndUserToken()
+    return caller
+
+
 GatewayCaller = Annotated[Caller, Depends(gateway_caller)]
+PlatformCaller = Annotated[Caller, Depends(platform_caller)]
+SecretKeyCaller = Annotated[Caller, Depends(secret_key_caller)]
+EndUserCaller = Annotated[Caller, Depends(end_user_caller)]
 UserCaller = Annotated[Caller, Depends(user_caller)]
 ServiceCaller = Annotated[Caller, Depends(service_caller)]
 AdminCaller = Annotated[Caller, Depends(admin_caller)]

@@ -110,3 +110,21 @@ class SignInDisabled(ServiceUnavailable):
 class IssuerUnavailable(ServiceUnavailable):
     code = "issuer_unavailable"
     message = "The identity provider's signing keys could not be fetched."
+
+
+class PublishableKeyMismatch(Forbidden):
+    code = "publishable_key_mismatch"
+    message = "This end-user token belongs to another project than the key it came with."
+
+
+class SecretKeyRequired(Forbidden):
+    code = "secret_key_required"
+    message = (
+        "This endpoint requires a secret key (Authorization: Bearer sk_…); "
+        "a publishable key is not enough."
+    )
+
+
+class PlatformKeyRequired(Forbidden):
+    code = "platform_key_required"
+    message = "This endpoint takes a project's key (X-Publishable-Key or a secret key)."

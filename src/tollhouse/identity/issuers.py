@@ -59,14 +59,14 @@ class IssuerRegistry:
         """The configured issuer a token claims to come from, if any (a peek, not a check)."""
         if not self._by_name:
             return None
-        issuer = _peek(token, 1).get("iss")
+        issuer = peek(token, 1).get("iss")
         return self._by_name.get(issuer) if isinstance(issuer, str) else None
 
     def get(self, name: str) -> IssuerConfig | None:
         return self._by_name.get(name)
 
     async def verify(self, token: str, issuer: IssuerConfig) -> ExternalIdentity:
-        header = _peek(token, 0)
+        header = peek(token, 0)
         if header.get("alg") not in issuer.algorithms:
             raise InvalidToken(
                 f"Invalid access token: algorithm {header.get('alg')!r} is not accepted "
@@ -109,7 +109,7 @@ class IssuerRegistry:
         )
 
 
-def _peek(token: str, part: int) -> dict[str, Any]:
+def peek(token: str, part: int) -> dict[str, Any]:
     """One unverified JWT segment (0 = header, 1 = claims), or {} if it is not JSON.
 
     Only ever used to choose how to verify; PyJWT's decode then checks everything again.

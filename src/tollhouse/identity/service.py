@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.config import Settings
 from tollhouse.identity import repository
+from tollhouse.identity.end_user_tokens import EndUserClaims
 from tollhouse.identity.errors import (
     InvalidRefreshToken,
     InvalidToken,
@@ -219,4 +220,12 @@ async def user_for_identity(
         return await sign_in_external(session, project_id, identity, hooks)
     if not user.is_active:
         raise UserInactive()
+    return user
+
+
+async def end_user_for_claims(
+    session: AsyncSession, project_id: str, claims: EndUserClaims
+) -> User:
+    """A platform project's end user, created on the first request carrying their token."""
+    user, _ = await resolve_user(session, project_id, claims.subject, email=claims.email)
     return user

@@ -122,6 +122,11 @@ class KeyMatch:
     platform_id: str
     mode: keys.Mode
     expires_at: datetime | None
+    rate_limit_per_minute: int
+    # The project's own identity provider for end-user tokens, if it has one.
+    end_user_issuer: str | None
+    end_user_jwks_url: str | None
+    end_user_audience: str | None
 
 
 def key_hash(pepper: str, plaintext: str) -> str:
@@ -208,8 +213,18 @@ async def find_active_key(
     now = now or utcnow()
     row = (
         await session.execute(
-            select(ApiKey.id, ApiKey.kind, ApiKey.project_id, Project.platform_id, Project.mode)
-            .add_columns(ApiKey.expires_at)
+            select(
+                ApiKey.id,
+                ApiKey.kind,
+                ApiKey.project_id,
+                Project.platform_id,
+                Project.mode,
+                ApiKey.expires_at,
+                Project.rate_limit_per_minute,
+                Project.end_user_issuer,
+                Project.end_user_jwks_url,
+                Project.end_user_audience,
+            )
             .join(Project, Project.id == ApiKey.project_id)
             .where(
                 ApiKey.key_hash == key_hash(pepper, plaintext),
@@ -220,8 +235,8 @@ async def find_active_key(
     ).one_or_none()
     if row is None:
         return None
-    key_id, kind, project_id, platform_id, mode, expires_at = row
-    return KeyMatch(key_id, kind, project_id, platform_id, mode, expires_at)
+    values: tuple[Any, ...] = tuple(row)
+    return KeyMatch(*values)
 
 
 async def project_of_publishable_key(session: AsyncSession, pepper: str, plaintext: str) -> str | None:
@@ -257,3 +272,30 @@ async def record(
         )
     )
     await session.flush()
+
+
+# --- projects with their first keys (console, CLI, promote) --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewProject:
+    """A project just made with its first key pair; the plaintexts are shown once."""
+
+    project: Project
+    publishable: IssuedKey
+    secret: IssuedKey
+
+
+async def create_project_with_keys(
+    session: AsyncSession,
+    pepper: str,
+    platform_id: str,
+    *,
+    name: str,
+    mode: keys.Mode,
+    **settings: Any,
+) -> NewProject:
+    project = await create_project(session, platform_id, name=name, mode=mode, **settings)
+    publishable = await issue_key(session, pepper, project, "publishable")
+    secret = await issue_key(session, pepper, project, "secret")
+    return NewProject(project, publishable, secret)
