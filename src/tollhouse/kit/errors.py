@@ -1,6 +1,9 @@
 """The one error shape, and the handlers that put every failure into it.
 
 `{"error": "<stable_code>", "message": "<human sentence>", "detail": ..., "request_id": "..."}`
+
+An error may add top-level fields (`extra`) where an SDK reads them there; they never
+replace the four above.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ class TollhouseError(Exception):
         code: str | None = None,
         detail: Any = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.message = message or self.message
         self.code = code or self.code
         self.detail = detail
         self.headers = headers or {}
+        self.extra = extra or {}
         super().__init__(self.message)
 
 
@@ -110,13 +115,18 @@ HTTP_CODES = {
 }
 
 
-def envelope(code: str, message: str, detail: Any = None) -> dict[str, Any]:
-    return {
+def envelope(
+    code: str, message: str, detail: Any = None, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "error": code,
         "message": message,
         "detail": detail,
         "request_id": current_request_id(),
     }
+    for key, value in (extra or {}).items():
+        body.setdefault(key, value)
+    return body
 
 
 def error_response(
@@ -125,8 +135,10 @@ def error_response(
     message: str,
     detail: Any = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(envelope(code, message, detail), status_code=status, headers=headers)
+    body = envelope(code, message, detail, extra)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -139,7 +151,9 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _on_tollhouse_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TollhouseError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.detail, exc.headers)
+    return error_response(
+        exc.status_code, exc.code, exc.message, exc.detail, exc.headers, exc.extra
+    )
 
 
 async def _on_http_error(_request: Request, exc: Exception) -> JSONResponse:
