@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from tollhouse import __version__, system, wiring
 from tollhouse.config import Settings, load_settings
+from tollhouse.console import routes as console_routes
 from tollhouse.db.engine import Database
 from tollhouse.identity import routes as identity_routes
 from tollhouse.kit.errors import install_error_handlers
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity_routes.auth)
     app.include_router(ledger_routes.credits)
     app.include_router(ledger_routes.internal)
+    app.include_router(console_routes.router)
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.

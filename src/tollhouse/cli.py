@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from datetime import timedelta
+from typing import Annotated, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,8 +19,11 @@ from tollhouse.db import migrate as migrations
 from tollhouse.db.engine import Database
 from tollhouse.identity import service as identity
 from tollhouse.kit.clock import utcnow
-from tollhouse.kit.errors import TollhouseError
+from tollhouse.kit.errors import NotFound, TollhouseError
 from tollhouse.ledger import service as ledger
+from tollhouse.tenancy import developers
+from tollhouse.tenancy import service as tenancy
+from tollhouse.tenancy.models import Platform, Project
 
 app = typer.Typer(help="Tollhouse: the front door of paid APIs.", no_args_is_help=True)
 users_app = typer.Typer(help="Users of the home project.", no_args_is_help=True)
@@ -232,3 +236,134 @@ def secrets_show(
 
 def main() -> None:
     app()
+
+
+# --- platforms, projects and keys (the Developer API's operator mirror) --------------------
+
+platform_app = typer.Typer(help="Developer platforms.", no_args_is_help=True)
+projects_app = typer.Typer(help="Projects of a platform.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of projects.", no_args_is_help=True)
+app.add_typer(platform_app, name="platform")
+app.add_typer(projects_app, name="projects")
+app.add_typer(keys_app, name="keys")
+CLI_AUDIT = {"via": "cli"}
+
+
+def _pepper(settings: Settings) -> str:
+    return settings.secret("tollhouse_secret_pepper") or ""
+
+
+def _print_once(values: dict[str, str]) -> None:
+    """Plaintext secrets, printed once as JSON; they are not stored anywhere."""
+    typer.echo(json.dumps(values, indent=2))
+    err.print("[yellow]Keep these now: secrets are shown only once.[/yellow]")
+
+
+@platform_app.command("create")
+def platform_create(
+    email: Annotated[str, typer.Option(help="The developer's email (their login).")],
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, help="At least 10 characters.")
+    ],
+) -> None:
+    """A developer account and its platform; prints the platform id and an access token."""
+
+    async def work(session: AsyncSession, _home: str, settings: Settings) -> dict[str, str]:
+        developer = await developers.sign_up(session, email, password)
+        issued = await developers.create_personal_token(
+            session, _pepper(settings), developer.id, "cli"
+        )
+        await tenancy.record(
+            session,
+            developer.platform_id,
+            "developer.signup",
+            developer_id=developer.id,
+            detail=CLI_AUDIT,
+        )
+        return {
+            "platform_id": developer.platform_id,
+            "developer_id": developer.id,
+            "personal_access_token": issued.plaintext,
+        }
+
+    _print_once(_run(work))
+
+
+@projects_app.command("create")
+def projects_create(
+    platform_id: str,
+    name: str,
+    type: Annotated[str, typer.Option("--type", help="saas, store or membership.")] = "saas",
+    mode: Annotated[str, typer.Option(help="test or live.")] = "test",
+) -> None:
+    """A project with its first publishable and secret key (printed once)."""
+    if type not in ("saas", "store", "membership") or mode not in ("test", "live"):
+        err.print("[red]--type is saas|store|membership and --mode is test|live.[/red]")
+        raise typer.Exit(2)
+    checked_mode: Literal["test", "live"] = "live" if mode == "live" else "test"
+
+    async def work(session: AsyncSession, _home: str, settings: Settings) -> dict[str, str]:
+        if await session.get(Platform, platform_id) is None:
+            raise NotFound(f"No platform {platform_id}.")
+        new = await tenancy.create_project_with_keys(
+            session, _pepper(settings), platform_id, name=name, mode=checked_mode, type=type
+        )
+        await tenancy.record(
+            session,
+            platform_id,
+            "project.create",
+            target=new.project.id,
+            detail={**CLI_AUDIT, "name": name, "mode": mode, "type": type},
+        )
+        return {
+            "project_id": new.project.id,
+            "publishable_key": new.publishable.plaintext,
+            "secret_key": new.secret.plaintext,
+        }
+
+    _print_once(_run(work))
+
+
+@keys_app.command("roll")
+def keys_roll(
+    key_id: str,
+    grace_hours: Annotated[
+        int, typer.Option(min=0, max=720, help="Hours the old key keeps working.")
+    ] = 24,
+) -> None:
+    """A new key replacing KEY_ID; the old one works for --grace-hours more."""
+
+    async def work(session: AsyncSession, _home: str, settings: Settings) -> dict[str, str]:
+        old = await tenancy.key_by_id(session, key_id)
+        issued = await tenancy.roll_key(
+            session, _pepper(settings), old, timedelta(hours=grace_hours)
+        )
+        await session.refresh(old)
+        project = await session.get_one(Project, old.project_id)
+        await tenancy.record(
+            session,
+            project.platform_id,
+            "key.roll",
+            target=old.id,
+            detail={**CLI_AUDIT, "new_key_id": issued.key.id, "grace_hours": grace_hours},
+        )
+        expires = old.expires_at.isoformat() if old.expires_at else ""
+        return {"key_id": issued.key.id, "key": issued.plaintext, "previous_expires_at": expires}
+
+    _print_once(_run(work))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke KEY_ID at once."""
+
+    async def work(session: AsyncSession, _home: str, _settings: Settings) -> str:
+        key = await tenancy.key_by_id(session, key_id)
+        await tenancy.revoke_key(session, key)
+        project = await session.get_one(Project, key.project_id)
+        await tenancy.record(
+            session, project.platform_id, "key.revoke", target=key.id, detail=CLI_AUDIT
+        )
+        return key.display
+
+    console.print(f"revoked {key_id} ({_run(work)})")

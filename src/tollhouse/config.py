@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     jwks_timeout_seconds: float = Field(5.0, gt=0)
     # How long a process may keep answering from its cache of resolved users (0 = never cache).
     caller_cache_seconds: float = Field(2.0, ge=0, le=60)
+    # Let developers point JWKS URLs (and, later, upstreams) at private or loopback addresses:
+    # for local development only, never on a shared deployment (SSRF).
+    allow_private_upstreams: bool = False
+    # Lifetime of end-user tokens minted by POST /api/customers/{id}/token.
+    end_user_token_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
 
     # Service-to-service and operator credentials
     flash_service_key: SecretStr | None = None
@@ -113,6 +118,9 @@ class Settings(BaseSettings):
     # HTTP
     cors_enabled: bool = True
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    # Shared rate-limit counters (and, later, jobs and events); unset = this process only.
+    redis_url: str | None = None
+    rate_limit_key_prefix: str = "tollhouse:rl:"
 
     # Tenancy
     home_platform_name: str = "home"

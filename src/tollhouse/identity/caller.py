@@ -41,11 +41,13 @@ from tollhouse.identity.errors import (
     AdminDisabled,
     AdminKeyRequired,
     AuthenticationRequired,
+    CrossSiteRequest,
     GatewaySignatureRequired,
     InvalidAdminKey,
     InvalidApiKey,
     InvalidGatewaySignature,
     InvalidServiceKey,
+    InvalidToken,
     PlatformKeyRequired,
     PublishableKeyMismatch,
     SecretKeyRequired,
@@ -59,10 +61,14 @@ from tollhouse.identity.user_cache import UserCache
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.crypto import secrets_equal
 from tollhouse.kit.ttl_cache import TTLCache
+from tollhouse.tenancy import developers
 from tollhouse.tenancy import service as tenancy
+from tollhouse.tenancy.developers import PERSONAL_TOKEN_PREFIX, TokenKind
 from tollhouse.tenancy.service import KeyMatch
 
 PLATFORM_KEY_PREFIXES = ("sk_test_", "sk_live_", "pk_test_", "pk_live_")
+# The console's session cookie (set by the Developer API's sign-in and log-in).
+SESSION_COOKIE = "tollhouse_session"
 
 
 class CallerKind(StrEnum):
@@ -88,10 +94,9 @@ class Caller:
     key: KeyMatch | None = None
     # The plan an end-user token claims (the effective plan is metering's decision).
     plan_claim: str | None = None
-
-    @property
-    def platform_id(self) -> str | None:
-        return self.key.platform_id if self.key is not None else None
+    # Platform API and console callers: whose platform this is.
+    platform_id: str | None = None
+    developer_id: str | None = None
 
     @property
     def is_service(self) -> bool:
@@ -208,12 +213,50 @@ async def _resolve(request: Request, lookup: _UserLookup, context: IdentityConte
             raise AuthenticationRequired("Missing or invalid Authorization header.")
         if credential.startswith(PLATFORM_KEY_PREFIXES):
             return await _platform_key_caller(request, lookup, context, credential, "secret")
+        if credential.startswith(PERSONAL_TOKEN_PREFIX):
+            return await _developer_caller(lookup, context, credential, "personal")
         return await _bearer_token_caller(lookup, context, credential)
 
     if (publishable_key := headers.get("x-publishable-key")) is not None:
         return await _platform_key_caller(request, lookup, context, publishable_key, "publishable")
 
+    if (console_session := request.cookies.get(SESSION_COOKIE)) is not None:
+        _refuse_cross_site(request)
+        return await _developer_caller(lookup, context, console_session, "session")
+
     return Caller(CallerKind.ANONYMOUS, home)
+
+
+async def _developer_caller(
+    lookup: _UserLookup, context: IdentityContext, credential: str, kind: TokenKind
+) -> Caller:
+    """A developer of the console, by session cookie or personal access token (`dev_…`)."""
+    async with lookup.db.session() as session:
+        developer = await developers.developer_for_credential(
+            session, context.pepper, credential, kind
+        )
+    if developer is None:
+        raise InvalidToken("Invalid, expired or revoked console credential.")
+    return Caller(
+        CallerKind.DEVELOPER,
+        context.home_project_id,
+        platform_id=developer.platform_id,
+        developer_id=developer.id,
+    )
+
+
+def _refuse_cross_site(request: Request) -> None:
+    """A session cookie rides along on cross-site requests; their writes are refused.
+
+    SameSite=Lax already keeps the cookie off cross-site POSTs in current browsers; the
+    Origin check covers the rest.
+    """
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    origin = request.headers.get("origin")
+    host = request.headers.get("host")
+    if origin is not None and origin.split("://", 1)[-1] != host:
+        raise CrossSiteRequest()
 
 
 END_USER_TOKEN_HEADERS = ("x-clerk-token", "x-user-token", "x-end-user-token")
@@ -237,7 +280,9 @@ async def _platform_key_caller(
         (value for name in END_USER_TOKEN_HEADERS if (value := request.headers.get(name))), None
     )
     if token is None:
-        return Caller(kind, match.project_id, key=match, metered=True)
+        return Caller(
+            kind, match.project_id, key=match, metered=True, platform_id=match.platform_id
+        )
     claims = await _end_user_claims(lookup, context, match, token.strip())
     user = await lookup(
         "external_id",
@@ -245,7 +290,15 @@ async def _platform_key_caller(
         lambda session: service.end_user_for_claims(session, match.project_id, claims),
         project_id=match.project_id,
     )
-    return Caller(kind, match.project_id, user, metered=True, key=match, plan_claim=claims.plan)
+    return Caller(
+        kind,
+        match.project_id,
+        user,
+        metered=True,
+        key=match,
+        plan_claim=claims.plan,
+        platform_id=match.platform_id,
+    )
 
 
 async def _end_user_claims(
@@ -419,6 +472,15 @@ async def billing_caller(request: Request) -> Caller:
     return caller
 
 
+async def developer_caller(request: Request) -> Caller:
+    caller = await resolve_caller(request)
+    if caller.kind is not CallerKind.DEVELOPER:
+        raise AuthenticationRequired(
+            "Sign in to the console (session cookie) or send Authorization: Bearer dev_…"
+        )
+    return caller
+
+
 async def admin_caller(request: Request) -> Caller:
     caller = await resolve_caller(request)
     if caller.kind is not CallerKind.ADMIN:
@@ -465,6 +527,7 @@ GatewayCaller = Annotated[Caller, Depends(gateway_caller)]
 PlatformCaller = Annotated[Caller, Depends(platform_caller)]
 SecretKeyCaller = Annotated[Caller, Depends(secret_key_caller)]
 EndUserCaller = Annotated[Caller, Depends(end_user_caller)]
+DeveloperCaller = Annotated[Caller, Depends(developer_caller)]
 UserCaller = Annotated[Caller, Depends(user_caller)]
 ServiceCaller = Annotated[Caller, Depends(service_caller)]
 AdminCaller = Annotated[Caller, Depends(admin_caller)]

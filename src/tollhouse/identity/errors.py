@@ -128,3 +128,8 @@ class SecretKeyRequired(Forbidden):
 class PlatformKeyRequired(Forbidden):
     code = "platform_key_required"
     message = "This endpoint takes a project's key (X-Publishable-Key or a secret key)."
+
+
+class CrossSiteRequest(Forbidden):
+    code = "cross_site_request"
+    message = "A console session cannot be used from another site's page."

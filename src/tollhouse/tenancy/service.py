@@ -239,7 +239,9 @@ async def find_active_key(
     return KeyMatch(*values)
 
 
-async def project_of_publishable_key(session: AsyncSession, pepper: str, plaintext: str) -> str | None:
+async def project_of_publishable_key(
+    session: AsyncSession, pepper: str, plaintext: str
+) -> str | None:
     """The project a publishable key string names (active or not), for token-binding checks."""
     project_id = await session.scalar(
         select(ApiKey.project_id).where(
@@ -299,3 +301,11 @@ async def create_project_with_keys(
     publishable = await issue_key(session, pepper, project, "publishable")
     secret = await issue_key(session, pepper, project, "secret")
     return NewProject(project, publishable, secret)
+
+
+async def key_by_id(session: AsyncSession, key_id: str) -> ApiKey:
+    """Any platform's key, for the operator's CLI; routes use `key_of_platform`."""
+    key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise KeyNotFound()
+    return key

@@ -1,0 +1,1 @@
+"""The hosted dashboard's backend: the Developer API under /console/api/v1."""

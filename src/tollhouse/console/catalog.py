@@ -1,0 +1,45 @@
+"""A project's tiers (subscriptions) and products (one-off); the catalog service type-locks."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from tollhouse.catalog import service as catalog
+from tollhouse.catalog.schemas import TierCreate, TierOut, TierUpdate
+from tollhouse.console.deps import ConsoleDep, ProjectDep
+from tollhouse.console.schemas import TierList
+
+router = APIRouter(tags=["console"])
+
+
+@router.get("/projects/{project_id}/tiers")
+async def list_tiers(project: ProjectDep, console: ConsoleDep) -> TierList:
+    tiers = await catalog.tiers_of_project(console.session, project.id)
+    return TierList(tiers=[TierOut.of(tier) for tier in tiers])
+
+
+@router.post("/projects/{project_id}/tiers", status_code=201)
+async def create_tier(body: TierCreate, project: ProjectDep, console: ConsoleDep) -> TierOut:
+    tier = await catalog.create_tier(console.session, project, body)
+    await console.audit("tier.create", tier.slug, project_id=project.id)
+    return TierOut.of(tier)
+
+
+@router.get("/projects/{project_id}/tiers/{slug}")
+async def get_tier(slug: str, project: ProjectDep, console: ConsoleDep) -> TierOut:
+    return TierOut.of(await catalog.get_tier(console.session, project, slug))
+
+
+@router.patch("/projects/{project_id}/tiers/{slug}")
+async def update_tier(
+    slug: str, body: TierUpdate, project: ProjectDep, console: ConsoleDep
+) -> TierOut:
+    tier, changes = await catalog.update_tier(console.session, project, slug, body)
+    await console.audit("tier.update", tier.slug, project_id=project.id, fields=sorted(changes))
+    return TierOut.of(tier)
+
+
+@router.delete("/projects/{project_id}/tiers/{slug}", status_code=204)
+async def delete_tier(slug: str, project: ProjectDep, console: ConsoleDep) -> None:
+    await catalog.delete_tier(console.session, project, slug)
+    await console.audit("tier.delete", slug, project_id=project.id)

@@ -1,0 +1,114 @@
+"""A project's end users (its `User` rows), their plans, and its usage."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from fastapi import APIRouter
+from sqlalchemy import func, select
+
+from tollhouse.catalog import service as catalog
+from tollhouse.console.deps import ConsoleDep, Limit, Offset, ProjectDep
+from tollhouse.console.schemas import (
+    DayUsage,
+    EndUserOut,
+    EndUserPage,
+    EndUserUpdate,
+    UsageResponse,
+    UserUsage,
+)
+from tollhouse.identity.models import User
+from tollhouse.kit.clock import utcnow
+from tollhouse.kit.errors import NotFound, ValidationFailed
+from tollhouse.metering import quota
+from tollhouse.metering.models import UsageCounter
+from tollhouse.tenancy.models import Project
+
+router = APIRouter(tags=["console"])
+USAGE_DAYS = 30
+MAX_USAGE_USERS = 1000
+
+
+class EndUserNotFound(NotFound):
+    code = "user_not_found"
+    message = "No such user in this project."
+
+
+async def _end_user(console: ConsoleDep, project: Project, user_id: uuid.UUID) -> User:
+    # Scoped by the project, which is already scoped by the platform.
+    user = await console.session.scalar(
+        select(User).where(User.id == user_id, User.project_id == project.id)
+    )
+    if user is None:
+        raise EndUserNotFound()
+    return user
+
+
+@router.get("/projects/{project_id}/users")
+async def list_users(
+    project: ProjectDep, console: ConsoleDep, limit: Limit = 50, offset: Offset = 0
+) -> EndUserPage:
+    scope = User.project_id == project.id
+    total = await console.session.scalar(select(func.count()).select_from(User).where(scope))
+    rows = await console.session.scalars(
+        select(User)
+        .where(scope)
+        .order_by(User.created_at.desc(), User.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return EndUserPage(
+        limit=limit, offset=offset, total=total or 0, users=[EndUserOut.of(u) for u in rows]
+    )
+
+
+@router.get("/projects/{project_id}/users/{user_id}")
+async def get_user(user_id: uuid.UUID, project: ProjectDep, console: ConsoleDep) -> EndUserOut:
+    return EndUserOut.of(await _end_user(console, project, user_id))
+
+
+@router.patch("/projects/{project_id}/users/{user_id}")
+async def update_user(
+    user_id: uuid.UUID, body: EndUserUpdate, project: ProjectDep, console: ConsoleDep
+) -> EndUserOut:
+    user = await _end_user(console, project, user_id)
+    if body.plan not in await catalog.subscription_tier_slugs(console.session, project.id):
+        raise ValidationFailed(
+            "The plan must be one of the project's subscription tiers.", code="unknown_plan"
+        )
+    previous = user.plan
+    user.plan = body.plan
+    await console.session.flush()
+    await console.audit(
+        "user.update", str(user.id), project_id=project.id, plan=body.plan, previous_plan=previous
+    )
+    return EndUserOut.of(user)
+
+
+@router.get("/projects/{project_id}/usage")
+async def usage(project: ProjectDep, console: ConsoleDep) -> UsageResponse:
+    """Each end user's count in their current period, and the project's last 30 days."""
+    since = (utcnow() - timedelta(days=USAGE_DAYS - 1)).date()
+    rows = await console.session.execute(
+        select(UsageCounter, User.external_id)
+        .join(User, User.id == UsageCounter.user_id)
+        .where(UsageCounter.project_id == project.id)
+        .order_by(UsageCounter.count.desc(), UsageCounter.user_id)
+        .limit(MAX_USAGE_USERS)
+    )
+    users = [
+        UserUsage(
+            user_id=counter.user_id,
+            external_id=external_id,
+            plan=counter.plan,
+            count=counter.count,
+            period_start=counter.period_start,
+            period_end=counter.period_end,
+        )
+        for counter, external_id in rows
+    ]
+    series = await quota.daily_series(console.session, project.id, since)
+    return UsageResponse(
+        users=users, daily=[DayUsage(day=day, units=units) for day, units in series], since=since
+    )

@@ -1,0 +1,278 @@
+"""Developer accounts: sign-up, log-in, console sessions and personal access tokens.
+
+Passwords are argon2id hashes; session and personal tokens are stored only as keyed hashes
+under the server pepper, so a database leak yields nothing that signs anyone in.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import anyio.to_thread
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollhouse.kit.clock import utcnow
+from tollhouse.kit.crypto import keyed_hash, random_token
+from tollhouse.kit.errors import BadRequest, Conflict, NotFound, Unauthorized
+from tollhouse.tenancy.models import Developer, DeveloperToken, Platform
+from tollhouse.tenancy.service import create_platform
+
+TokenKind = Literal["session", "personal"]
+
+PASSWORD_MIN = 10
+# Bounded so a megabyte "password" cannot buy a megabyte of hashing.
+PASSWORD_MAX = 1024
+SESSION_LIFETIME = timedelta(days=7)
+PERSONAL_TOKEN_PREFIX = "dev_"  # noqa: S105 - a prefix, not a secret
+# The longest credential worth hashing; anything longer is refused unseen.
+CREDENTIAL_MAX = 256
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+_hasher = PasswordHasher()  # argon2id with the library's current parameters
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+    message = "A developer account with this email already exists."
+
+
+class InvalidCredentials(Unauthorized):
+    code = "invalid_credentials"
+    message = "Email or password is wrong."
+
+
+class WeakPassword(BadRequest):
+    code = "weak_password"
+    message = f"A password needs between {PASSWORD_MIN} and {PASSWORD_MAX} characters."
+
+
+class TokenNotFound(NotFound):
+    code = "token_not_found"
+    message = "No such personal access token."
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token just made: `plaintext` is shown once and never stored."""
+
+    token: DeveloperToken
+    plaintext: str
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash("an unknown email still costs one verification")
+
+
+async def _hash_password(password: str) -> str:
+    # argon2 is deliberately slow; keep it off the event loop.
+    return await anyio.to_thread.run_sync(_hasher.hash, password)
+
+
+async def _password_matches(stored_hash: str, password: str) -> bool:
+    def verify() -> bool:
+        try:
+            return _hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await anyio.to_thread.run_sync(verify)
+
+
+async def sign_up(session: AsyncSession, email: str, password: str) -> Developer:
+    """A new developer and their platform, in the request's transaction; 409 on a taken email."""
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise WeakPassword()
+    email = normalise_email(email)
+    password_hash = await _hash_password(password)
+    try:
+        # One savepoint for both rows: a taken email leaves no orphan platform behind.
+        async with session.begin_nested():
+            platform = await create_platform(session, name=email)
+            developer = Developer(email=email, password_hash=password_hash, platform_id=platform.id)
+            session.add(developer)
+            await session.flush()
+    except IntegrityError as exc:
+        raise EmailTaken() from exc
+    return developer
+
+
+async def log_in(session: AsyncSession, email: str, password: str) -> Developer:
+    """The developer with these credentials; unknown email and wrong password look alike."""
+    if len(password) > PASSWORD_MAX:
+        raise InvalidCredentials()
+    developer = await session.scalar(
+        select(Developer).where(Developer.email == normalise_email(email))
+    )
+    # An unknown email still pays for one verification, so timing does not reveal accounts.
+    stored = developer.password_hash if developer is not None else _dummy_hash()
+    if not await _password_matches(stored, password) or developer is None:
+        raise InvalidCredentials()
+    if _hasher.check_needs_rehash(developer.password_hash):
+        developer.password_hash = await _hash_password(password)
+    developer.last_login_at = utcnow()
+    await session.flush()
+    return developer
+
+
+async def developer_by_id(session: AsyncSession, developer_id: str) -> Developer:
+    developer = await session.get(Developer, developer_id)
+    if developer is None:
+        raise NotFound("No such developer.")
+    return developer
+
+
+async def platform_of(session: AsyncSession, developer: Developer) -> Platform:
+    return await session.get_one(Platform, developer.platform_id)
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+async def _issue(
+    session: AsyncSession,
+    pepper: str,
+    developer_id: str,
+    kind: TokenKind,
+    plaintext: str,
+    *,
+    display: str,
+    name: str | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedToken:
+    token = DeveloperToken(
+        developer_id=developer_id,
+        kind=kind,
+        token_hash=keyed_hash(pepper, plaintext),
+        name=name,
+        display=display,
+        expires_at=expires_at,
+    )
+    session.add(token)
+    await session.flush()
+    return IssuedToken(token, plaintext)
+
+
+async def start_session(session: AsyncSession, pepper: str, developer: Developer) -> IssuedToken:
+    """A console session (the `tollhouse_session` cookie's value), valid for seven days."""
+    return await _issue(
+        session,
+        pepper,
+        developer.id,
+        "session",
+        random_token(32),
+        display="session",
+        expires_at=utcnow() + SESSION_LIFETIME,
+    )
+
+
+async def end_session(session: AsyncSession, pepper: str, credential: str) -> None:
+    """Revoke the session behind a cookie value (a no-op for an unknown one)."""
+    await session.execute(
+        update(DeveloperToken)
+        .where(
+            DeveloperToken.token_hash == keyed_hash(pepper, credential),
+            DeveloperToken.kind == "session",
+            DeveloperToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+
+
+def personal_token_display(plaintext: str) -> str:
+    cut = len(PERSONAL_TOKEN_PREFIX) + 4
+    return f"{plaintext[:cut]}…{plaintext[-4:]}"
+
+
+async def create_personal_token(
+    session: AsyncSession,
+    pepper: str,
+    developer_id: str,
+    name: str,
+    expires_in_days: int | None = None,
+) -> IssuedToken:
+    plaintext = PERSONAL_TOKEN_PREFIX + random_token(32)
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    return await _issue(
+        session,
+        pepper,
+        developer_id,
+        "personal",
+        plaintext,
+        display=personal_token_display(plaintext),
+        name=name,
+        expires_at=expires_at,
+    )
+
+
+async def personal_tokens(session: AsyncSession, developer_id: str) -> list[DeveloperToken]:
+    rows = await session.scalars(
+        select(DeveloperToken)
+        .where(DeveloperToken.developer_id == developer_id, DeveloperToken.kind == "personal")
+        .order_by(DeveloperToken.created_at, DeveloperToken.id)
+    )
+    return list(rows)
+
+
+async def revoke_personal_token(
+    session: AsyncSession, developer_id: str, token_id: uuid.UUID
+) -> DeveloperToken:
+    """Revoke one of the developer's own tokens; another developer's id is a 404."""
+    token = await session.scalar(
+        select(DeveloperToken).where(
+            DeveloperToken.id == token_id,
+            DeveloperToken.developer_id == developer_id,
+            DeveloperToken.kind == "personal",
+        )
+    )
+    if token is None:
+        raise TokenNotFound()
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        await session.flush()
+    return token
+
+
+async def developer_for_credential(
+    session: AsyncSession, pepper: str, credential: str, kind: TokenKind
+) -> Developer | None:
+    """The developer behind an active (unexpired, unrevoked) token of `kind`, else None."""
+    if not credential or len(credential) > CREDENTIAL_MAX:
+        return None
+    if kind == "personal" and not credential.startswith(PERSONAL_TOKEN_PREFIX):
+        return None
+    now = utcnow()
+    row = (
+        await session.execute(
+            select(DeveloperToken.id, DeveloperToken.last_used_at, Developer)
+            .join(Developer, Developer.id == DeveloperToken.developer_id)
+            .where(
+                DeveloperToken.token_hash == keyed_hash(pepper, credential),
+                DeveloperToken.kind == kind,
+                DeveloperToken.revoked_at.is_(None),
+                DeveloperToken.expires_at.is_(None) | (DeveloperToken.expires_at > now),
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    token_id, last_used_at, developer = row
+    # At most one write a minute per token: resolving a credential should not be a write.
+    if last_used_at is None or last_used_at < now - LAST_USED_GRANULARITY:
+        await session.execute(
+            update(DeveloperToken).where(DeveloperToken.id == token_id).values(last_used_at=now)
+        )
+    developer_row: Developer = developer
+    return developer_row

@@ -1,0 +1,78 @@
+"""Promote a test project to live: a copy, not a move — the test project stays as it was.
+
+The catalog lives above tenancy, so the caller passes the function that copies tiers
+(`catalog.service.copy_tiers`); tenancy never imports upwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollhouse.kit.errors import BadRequest
+from tollhouse.tenancy.models import Project
+from tollhouse.tenancy.service import NewProject, create_project_with_keys, project_of_platform
+
+# (session, source project id, target project) → number of catalog items copied
+CopyCatalog = Callable[[AsyncSession, str, Project], Awaitable[int]]
+
+# Everything a developer configured on the project, besides its name.
+_CARRIED_SETTINGS = (
+    "type",
+    "enable_tax",
+    "rate_limit_per_minute",
+    "end_user_issuer",
+    "end_user_jwks_url",
+    "end_user_audience",
+)
+
+
+class NotATestProject(BadRequest):
+    code = "not_a_test_project"
+    message = "Only a test project can be promoted to live."
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    live: NewProject
+    tiers_copied: int
+
+
+async def require_live_payments_ready(session: AsyncSession, platform_id: str) -> None:
+    """Seam for billing: will refuse (428) a platform that cannot take live payments yet.
+
+    Nothing to check until live Stripe Connect exists; returns None today.
+    """
+    return None
+
+
+async def promote(
+    session: AsyncSession,
+    pepper: str,
+    platform_id: str,
+    project_id: str,
+    *,
+    copy_catalog: CopyCatalog,
+) -> Promotion:
+    """The live twin of a test project, with its catalog and fresh live keys.
+
+    409 `project_name_taken` when a live project of that name exists (so a second promote
+    fails); 400 `not_a_test_project` for a live one; another platform's id is a 404.
+    """
+    test = await project_of_platform(session, platform_id, project_id)
+    if test.mode != "test":
+        raise NotATestProject()
+    await require_live_payments_ready(session, platform_id)
+    live = await create_project_with_keys(
+        session,
+        pepper,
+        platform_id,
+        name=test.name,
+        mode="live",
+        promoted_from_id=test.id,
+        **{name: getattr(test, name) for name in _CARRIED_SETTINGS},
+    )
+    copied = await copy_catalog(session, test.id, live.project)
+    return Promotion(live, copied)
