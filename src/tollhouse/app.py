@@ -19,6 +19,7 @@ from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tollhouse.ledger import routes as ledger_routes
+from tollhouse.platform_api import routes as platform_routes
 
 log = structlog.get_logger("tollhouse")
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             home = await wiring.home_project_id(session, settings)
         app.state.identity = wiring.identity_context(settings, home)
         app.state.ledger = wiring.ledger_context(settings)
+        app.state.rate_limiter = wiring.rate_limiter(settings)
         jobs = wiring.background_jobs(settings, database)
         jobs.start()
         log.info(
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await jobs.stop()
+            await app.state.rate_limiter.close()
             await database.dispose()
 
     app = FastAPI(
@@ -65,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity_routes.auth)
     app.include_router(ledger_routes.credits)
     app.include_router(ledger_routes.internal)
+    app.include_router(platform_routes.router)
     app.include_router(console_routes.router)
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 

@@ -25,6 +25,7 @@ from tollhouse.ledger import service as ledger
 from tollhouse.ledger.context import LedgerContext
 from tollhouse.ledger.costs import configured_costs
 from tollhouse.ledger.signup import signup_grant
+from tollhouse.metering.rate_limit import RateLimiter, rate_limiter_from_url
 from tollhouse.tenancy.service import ensure_home_project
 
 
@@ -56,6 +57,11 @@ def identity_context(settings: Settings, home: str) -> IdentityContext:
         key_cache=TTLCache(),
         user_created_hooks=(signup_grant(settings.signup_credits),),
     )
+
+
+def rate_limiter(settings: Settings) -> RateLimiter:
+    """Memory (this process) by default; Redis when REDIS_URL is set (shared by replicas)."""
+    return rate_limiter_from_url(settings.redis_url, settings.rate_limit_key_prefix)
 
 
 def ledger_context(settings: Settings) -> LedgerContext:

@@ -32,6 +32,9 @@ TRANSACTION_TYPES = (
     "stripe_purchase",
     "subscription_grant",
     "refund",
+    # A platform developer moving their end users' credits (Platform API).
+    "api_grant",
+    "api_spend",
 )
 HOLD_STATUSES = ("held", "captured", "released")
 

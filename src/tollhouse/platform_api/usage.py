@@ -1,0 +1,28 @@
+"""Usage tracking for the caller's end user: `POST /api/data` and `GET /api/usage`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollhouse.identity.caller import Caller
+from tollhouse.metering import quota
+from tollhouse.metering.plans import effective_plan
+from tollhouse.platform_api import wire
+
+TRACKED_MESSAGE = "Usage tracked."
+
+
+async def track(session: AsyncSession, caller: Caller, units: int) -> dict[str, Any]:
+    """Count `units` against the end user's effective plan (403 over the limit or for a plan
+    the project has no tier for)."""
+    assert caller.user is not None
+    standing = await quota.track(session, caller.user, effective_plan(caller), units)
+    return {"success": True, "data": {"message": TRACKED_MESSAGE}, "usage": wire.usage(standing)}
+
+
+async def report(session: AsyncSession, caller: Caller) -> dict[str, Any]:
+    assert caller.user is not None
+    standing = await quota.check(session, caller.user, effective_plan(caller))
+    return wire.usage_report(caller.user, standing)
