@@ -76,6 +76,8 @@ class Target:
     label: str
     path: str
     headers: dict[str, str] = field(default_factory=dict)
+    # Extra headers per connection, round-robin (e.g. one end user per connection).
+    per_connection: tuple[dict[str, str], ...] = ()
     # Signed-gateway requests carry a timestamp the server checks (±300 s), so they are
     # re-signed as the clock moves rather than once, and any --duration stays valid.
     gateway: GatewayCredentials | None = None
@@ -88,10 +90,15 @@ class Target:
 class RequestHeaders:
     """The headers for the next request; gateway signatures are refreshed once a second."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, connection: int = 0) -> None:
         self._target = target
         self._signed_at = -1
-        self._headers = dict(target.headers)
+        own = (
+            target.per_connection[connection % len(target.per_connection)]
+            if (target.per_connection)
+            else {}
+        )
+        self._headers = {**target.headers, **own}
 
     def current(self) -> dict[str, str]:
         gateway = self._target.gateway
@@ -274,8 +281,8 @@ def _server_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _worker(sender: Sender, target: Target, tally: _Tally) -> None:
-    headers = RequestHeaders(target)
+async def _worker(sender: Sender, target: Target, tally: _Tally, connection: int) -> None:
+    headers = RequestHeaders(target, connection)
     while (sent := time.perf_counter()) < tally.window_end:
         error: str | None = None
         try:
@@ -310,7 +317,9 @@ async def _load(spec: LoadSpec, target: Target) -> LoadResult:
         start = time.perf_counter() + WARMUP_SECONDS
         tally = _Tally(window_start=start, window_end=start + spec.duration)
         cpu = asyncio.create_task(_cpu_during_window(spec.server_pid, tally))
-        await asyncio.gather(*(_worker(sender, target, tally) for sender in senders))
+        await asyncio.gather(
+            *(_worker(sender, target, tally, index) for index, sender in enumerate(senders))
+        )
         server_cpu = await cpu
     latencies = sorted(tally.latencies)
     return LoadResult(

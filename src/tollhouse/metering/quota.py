@@ -57,11 +57,21 @@ _now = bindparam("now", type_=UTCDateTime())
 _units: Any = bindparam("units")
 _RETURNED = (_counters.c.count, _counters.c.period_start, _counters.c.period_end)
 
-_TIER = select(Tier).where(
-    Tier.project_id == bindparam("project"),
-    Tier.slug == bindparam("slug"),
-    Tier.billing_mode == "subscription",
+_tiers = cast(Table, Tier.__table__)
+_TIER = select(_tiers.c.slug, _tiers.c.limit, _tiers.c.period).where(
+    _tiers.c.project_id == bindparam("project"),
+    _tiers.c.slug == bindparam("slug"),
+    _tiers.c.billing_mode == "subscription",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class PlanLimit:
+    """What a quota needs of a tier: its slug, limit (None = unlimited) and period kind."""
+
+    slug: str
+    limit: int | None
+    period: str
 
 
 def _increment(limited: bool) -> Any:
@@ -111,12 +121,13 @@ _READ = select(_counters.c.plan, *_RETURNED).where(_counters.c.user_id == bindpa
 _DAILY_UPSERTS: dict[str, Any] = {}
 
 
-async def limit_for(session: AsyncSession, project_id: str, plan: str) -> Tier:
+async def limit_for(session: AsyncSession, project_id: str, plan: str) -> PlanLimit:
     """The project's subscription tier named by `plan` (case-insensitive), or UnknownPlan."""
-    tier = await session.scalar(_TIER, {"project": project_id, "slug": plan.lower()})
-    if tier is None:
+    row = (await session.execute(_TIER, {"project": project_id, "slug": plan.lower()})).first()
+    if row is None:
         raise UnknownPlan(plan)
-    return tier
+    slug, limit, period = row
+    return PlanLimit(slug, limit, period)
 
 
 async def track(
@@ -137,7 +148,7 @@ async def track(
 
 
 async def _count(
-    session: AsyncSession, user: User, tier: Tier, units: int, now: datetime
+    session: AsyncSession, user: User, tier: PlanLimit, units: int, now: datetime
 ) -> tuple[int, datetime, datetime]:
     """The conditional statements of the module docstring; (count, start, end) as they now
     stand."""
@@ -172,7 +183,9 @@ async def _returning(
     return None if row is None else tuple(row)
 
 
-async def _insert_counter(session: AsyncSession, user: User, tier: Tier, now: datetime) -> None:
+async def _insert_counter(
+    session: AsyncSession, user: User, tier: PlanLimit, now: datetime
+) -> None:
     """Insert-first: a concurrent first use makes one counter, and neither call fails."""
     start, end = current_period(tier.period, now)
     await session.execute(
@@ -216,7 +229,7 @@ async def check(session: AsyncSession, user: User, plan: str, now: datetime | No
     return await _read(session, user, tier, now)
 
 
-async def _read(session: AsyncSession, user: User, tier: Tier, now: datetime) -> Usage:
+async def _read(session: AsyncSession, user: User, tier: PlanLimit, now: datetime) -> Usage:
     row = await _returning(session, _READ, {"user": user.id})
     if row is not None:
         plan, count, start, end = row

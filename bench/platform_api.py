@@ -5,46 +5,38 @@
 2. Secret-key verification with a warm cache: the resolver's key lookup called in-process in
    a loop (target >= 200,000/s), beside a plain dict lookup of the same string.
 
-Run `.venv/bin/python bench/platform.py` (flags: --duration, --concurrency). It reuses
+Run `.venv/bin/python bench/platform_api.py` (flags: --duration, --concurrency). It reuses
 bench/auth.py's server, load generator and table helpers. Prints one table; exit status 0
 when both targets pass, 1 when one fails, 2 when the run could not happen.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import multiprocessing
+import signal
 import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
-# This file is named like the stdlib's `platform`; keep bench/ behind the stdlib on the path
-# so `import platform` elsewhere still finds the real one (auth.py and jwks_server.py are
-# still found, at the end).
-_BENCH_DIR = str(Path(__file__).resolve().parent)
-if sys.path and sys.path[0] == _BENCH_DIR:
-    sys.path.append(sys.path.pop(0))
+import httpx
+from rich.console import Console
+from rich.table import Table
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import multiprocessing  # noqa: E402
-import signal  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from contextlib import ExitStack  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-import auth  # noqa: E402
-from tollhouse.catalog import service as catalog  # noqa: E402
-from tollhouse.catalog.schemas import TierCreate  # noqa: E402
-from tollhouse.config import load_settings, normalize_database_url, read_dev_secrets  # noqa: E402
-from tollhouse.db import migrate  # noqa: E402
-from tollhouse.db.engine import Database  # noqa: E402
-from tollhouse.identity.caller import _UserLookup  # noqa: E402
-from tollhouse.tenancy import service as tenancy  # noqa: E402
-from tollhouse.wiring import identity_context  # noqa: E402
+import auth
+from tollhouse.catalog import service as catalog
+from tollhouse.catalog.schemas import TierCreate
+from tollhouse.config import load_settings, normalize_database_url, read_dev_secrets
+from tollhouse.db import migrate
+from tollhouse.db.engine import Database
+from tollhouse.identity.caller import _UserLookup
+from tollhouse.tenancy import service as tenancy
+from tollhouse.wiring import identity_context
 
 DATA_PATH = "/api/data"
 TARGET_RATIO = 0.5
@@ -92,10 +84,11 @@ async def _make_project(data_dir: Path, url: str) -> str:
     return made.secret.plaintext
 
 
-def _end_user_headers(client: httpx.Client, secret: str) -> dict[str, str]:
+def _end_user_headers(client: httpx.Client, secret: str, index: int) -> dict[str, str]:
+    """A new end user's token (with the secret key): one end user per load connection."""
     auth_header = {"Authorization": f"Bearer {secret}"}
     response = client.post(
-        "/api/customers", json={"email": "bench@example.com"}, headers=auth_header
+        "/api/customers", json={"email": f"bench-{index}@example.com"}, headers=auth_header
     )
     if response.status_code != 201:
         raise auth.BenchError(
@@ -105,7 +98,7 @@ def _end_user_headers(client: httpx.Client, secret: str) -> dict[str, str]:
     response = client.post(f"/api/customers/{customer}/token", headers=auth_header)
     if response.status_code != 200:
         raise auth.BenchError(f"token answered {response.status_code}: {response.text}")
-    return {**auth_header, "X-Clerk-Token": response.json()["token"]}
+    return {"X-Clerk-Token": response.json()["token"]}
 
 
 # --- in-process key verification ---------------------------------------------------------------
@@ -151,7 +144,8 @@ def _table(
     lookup_ok = resolver >= TARGET_LOOKUPS
     backend = "PostgreSQL" if args.database_url else "SQLite"
     table = Table(
-        "measure", "per second", "p50 ms", "p99 ms", "errors", "vs baseline", "target", "verdict",
+        "measure", "per second", "p50 ms", "p99 ms", "errors", "server CPU", "vs baseline",
+        "target", "verdict",
         title="Platform API: POST /api/data vs GET /health; secret-key lookups vs a dict",
         caption=(
             f"HTTP: `tollhouse serve --workers 1`, {backend}, {args.concurrency} raw keep-alive "
@@ -168,14 +162,16 @@ def _table(
             f"{result.p50_ms:.2f}",
             f"{result.p99_ms:.2f}",
             str(result.errors),
+            "" if result.server_cpu is None else f"{result.server_cpu:.0%}",
             f"{ratio:.2f}x" if is_data else "baseline",
             f">= {TARGET_RATIO}x" if is_data else "",
             ("PASS" if http_ok else "FAIL") if is_data else "",
         )
-    table.add_row("dict.get(secret)", f"{plain:,.0f}", "", "", "", "baseline", "", "")
+    table.add_row("dict.get(secret)", f"{plain:,.0f}", "", "", "", "", "baseline", "", "")
     table.add_row(
         "secret-key lookup (warm)",
         f"{resolver:,.0f}",
+        "",
         "",
         "",
         "",
@@ -202,15 +198,20 @@ def run(args: argparse.Namespace, out: Console) -> bool:
         server = stack.enter_context(auth.tollhouse_server(data_dir, issuer))
         secret = asyncio.run(_make_project(data_dir, url))
         with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
-            headers = _end_user_headers(client, secret)
-            check = client.post(DATA_PATH, headers=headers)
+            secret_header = {"Authorization": f"Bearer {secret}"}
+            end_users = tuple(
+                _end_user_headers(client, secret, index) for index in range(args.concurrency)
+            )
+            check = client.post(DATA_PATH, headers={**secret_header, **end_users[0]})
             if check.status_code != 200:
                 raise auth.BenchError(
                     f"POST {DATA_PATH} answered {check.status_code}: {check.text}"
                 )
         targets = [
             auth.Target("GET /health", auth.HEALTH_PATH),
-            auth.Target("POST /api/data (SK + token)", DATA_PATH, headers),
+            auth.Target(
+                "POST /api/data (SK + token)", DATA_PATH, secret_header, per_connection=end_users
+            ),
             auth.Target("GET /health (again)", auth.HEALTH_PATH),
         ]
         pool = stack.enter_context(
