@@ -1,5 +1,6 @@
 """Every domain's tables, imported in one place so Alembic sees the whole schema."""
 
+from tollhouse.billing import models as billing_models
 from tollhouse.catalog import models as catalog_models
 from tollhouse.db.base import Base
 from tollhouse.identity import models as identity_models
@@ -10,6 +11,7 @@ from tollhouse.tenancy import models as tenancy_models
 
 metadata = Base.metadata
 __all__ = [
+    "billing_models",
     "catalog_models",
     "idempotency",
     "identity_models",

@@ -1,0 +1,1 @@
+"""Selling: Stripe (checkout, cart, portal, webhooks, Connect) and Apple in-app purchases."""
