@@ -27,6 +27,8 @@ from tollhouse.db.engine import create_engine
 from tollhouse.db.models import metadata
 
 PG_URL_ENV = "TOLLHOUSE_TEST_DATABASE_URL"
+# The local Stripe peer's fixtures (stripe_peer, stripe_peer_server) for every module.
+pytest_plugins = ["stripe_peer"]
 
 
 _skipped_postgres: list[str] = []

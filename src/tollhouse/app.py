@@ -10,6 +10,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tollhouse import __version__, system, wiring
+from tollhouse.billing import cart_routes
+from tollhouse.billing.apple import routes as apple_routes
+from tollhouse.billing.gateway import routes as billing_routes
+from tollhouse.billing.stripe import routes as stripe_routes
 from tollhouse.config import Settings, load_settings
 from tollhouse.console import routes as console_routes
 from tollhouse.db.engine import Database
@@ -42,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.identity = wiring.identity_context(settings, home)
         app.state.ledger = wiring.ledger_context(settings)
         app.state.rate_limiter = wiring.rate_limiter(settings)
+        app.state.stripe = wiring.stripe_gateway(settings)
         jobs = wiring.background_jobs(settings, database)
         jobs.start()
         log.info(
@@ -52,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await jobs.stop()
             await app.state.rate_limiter.close()
+            await app.state.stripe.close()
             await database.dispose()
 
     app = FastAPI(
@@ -69,7 +75,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ledger_routes.credits)
     app.include_router(ledger_routes.internal)
     app.include_router(platform_routes.router)
+    app.include_router(billing_routes.router)
+    app.include_router(apple_routes.webhook)
+    app.include_router(cart_routes.router)
     app.include_router(console_routes.router)
+    app.include_router(stripe_routes.platform)
+    app.include_router(stripe_routes.webhook)
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.

@@ -13,7 +13,14 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRETS_FILE = "secrets.json"
@@ -58,6 +65,46 @@ class IssuerConfig(BaseModel):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     # Additional `iss` spellings for the same provider (Google uses two).
     aliases: list[str] = Field(default_factory=list)
+
+
+# Apple and Gateway billing: the catalogue home-project users buy from (BILLING_PRODUCTS).
+class CreditPackConfig(BaseModel):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=100)
+    credits: int = Field(gt=0, le=2**31 - 1)
+    price_cents: int = Field(ge=0)
+    currency: str = Field("usd", min_length=3, max_length=3)
+    apple_product_id: str | None = Field(None, min_length=1, max_length=255)
+    stripe_price_id: str | None = Field(None, min_length=1, max_length=255)
+
+
+class SubscriptionPlanConfig(BaseModel):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=100)
+    # Granted every month, whatever the billing interval (a yearly plan grants 12 times).
+    credits_per_month: int = Field(gt=0, le=2**31 - 1)
+    interval: Literal["month", "year"] = "month"
+    price_cents: int = Field(ge=0)
+    currency: str = Field("usd", min_length=3, max_length=3)
+    apple_product_id: str | None = Field(None, min_length=1, max_length=255)
+    stripe_price_id: str | None = Field(None, min_length=1, max_length=255)
+
+
+class BillingProductsConfig(BaseModel):
+    credit_packs: list[CreditPackConfig] = Field(default_factory=list)
+    subscriptions: list[SubscriptionPlanConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> BillingProductsConfig:
+        products: list[CreditPackConfig | SubscriptionPlanConfig] = [
+            *self.credit_packs,
+            *self.subscriptions,
+        ]
+        for field in ("id", "apple_product_id", "stripe_price_id"):
+            values = [getattr(p, field) for p in products if getattr(p, field) is not None]
+            if len(values) != len(set(values)):
+                raise ValueError(f"BILLING_PRODUCTS: every {field} must be unique")
+        return self
 
 
 class Settings(BaseSettings):
@@ -114,6 +161,8 @@ class Settings(BaseSettings):
     credit_costs: dict[str, int] = Field(default_factory=dict)
     hold_ttl_seconds: int = Field(600, ge=1)
     hold_sweep_interval_seconds: float = Field(30.0, gt=0)
+    # How long a cart checkout holds its stock (Stripe's session lives at least 31 minutes).
+    cart_hold_minutes: int = Field(60, ge=1, le=24 * 60)
 
     # HTTP
     cors_enabled: bool = True
@@ -126,7 +175,50 @@ class Settings(BaseSettings):
     home_platform_name: str = "home"
     home_project_name: str = "home"
 
-    @field_validator("cors_origins", mode="before")
+    # Apple and Gateway billing
+    # The catalogue (JSON: {"credit_packs": [...], "subscriptions": [...]}); unset = defaults.
+    billing_products: BillingProductsConfig | None = None
+    # App Store signed data (StoreKit 2 transactions, Server Notifications V2). APPLE_BUNDLE_ID
+    # (above) is the app's bundle id; APPLE_APP_ID its numeric Apple id (needed in Production).
+    apple_app_id: int | None = Field(None, gt=0)
+    apple_environment: Literal["Production", "Sandbox", "Xcode", "LocalTesting"] = "Production"
+    # Trusted roots: file paths (DER or PEM) or base64 DER, comma-separated or a JSON list.
+    apple_root_certificates: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # OCSP against the certificates' responders (network on every new chain).
+    apple_online_checks: bool = False
+    # How often the monthly grants of yearly subscriptions are looked for.
+    subscription_grant_interval_seconds: float = Field(3600.0, gt=0)
+
+    @field_validator("apple_environment")
+    @classmethod
+    def _verified_apple_in_production(cls, value: str, info: ValidationInfo) -> str:
+        # Xcode and LocalTesting data is not signed by Apple: the verifier skips the signature.
+        if info.data.get("tollhouse_env") == "production" and value not in (
+            "Production",
+            "Sandbox",
+        ):
+            raise ValueError(f"APPLE_ENVIRONMENT={value} skips verification: not in production")
+        return value
+
+    # Stripe (per mode; a mode without a secret key cannot sell: 503 stripe_not_configured)
+    stripe_secret_key_test: SecretStr | None = None
+    stripe_secret_key_live: SecretStr | None = None
+    stripe_webhook_secret_test: SecretStr | None = None
+    stripe_webhook_secret_live: SecretStr | None = None
+    stripe_connect_client_id_test: str | None = None
+    stripe_connect_client_id_live: str | None = None
+    # Where the SDK sends API and Connect OAuth calls (unset = Stripe; tests use a local peer).
+    stripe_api_base: str | None = None
+    stripe_connect_base: str | None = None
+    stripe_max_network_retries: int = Field(2, ge=0, le=5)
+    stripe_timeout_seconds: float = Field(30.0, gt=0)
+    stripe_webhook_tolerance_seconds: int = Field(300, ge=1)
+    # Connect: where Stripe sends the developer back (unset = this server's callback URL),
+    # and where the callback then sends them (the console).
+    stripe_connect_redirect_uri: str | None = None
+    stripe_connect_done_url: str = "/console/?stripe=connected"
+
+    @field_validator("cors_origins", "apple_root_certificates", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -143,6 +235,10 @@ class Settings(BaseSettings):
         "gateway_signing_secret",
         "admin_api_key",
         "billing_api_key",
+        "stripe_secret_key_test",
+        "stripe_secret_key_live",
+        "stripe_webhook_secret_test",
+        "stripe_webhook_secret_live",
         mode="before",
     )
     @classmethod

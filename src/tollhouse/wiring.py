@@ -10,6 +10,10 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollhouse.billing import inventory
+from tollhouse.billing.apple import renewals as apple_renewals
+from tollhouse.billing.gateway.products import Catalogue
+from tollhouse.billing.stripe.client import StripeGateway
 from tollhouse.config import Settings
 from tollhouse.db.engine import Database
 from tollhouse.identity.caller import IdentityContext
@@ -59,6 +63,11 @@ def identity_context(settings: Settings, home: str) -> IdentityContext:
     )
 
 
+def stripe_gateway(settings: Settings) -> StripeGateway:
+    """One Stripe client per configured mode (a mode without a key answers 503)."""
+    return StripeGateway(settings)
+
+
 def rate_limiter(settings: Settings) -> RateLimiter:
     """Memory (this process) by default; Redis when REDIS_URL is set (shared by replicas)."""
     return rate_limiter_from_url(settings.redis_url, settings.rate_limit_key_prefix)
@@ -77,9 +86,19 @@ async def sweep_expired_holds(database: Database) -> int:
         return await ledger.release_expired_holds(session, utcnow())
 
 
+async def sweep_expired_orders(database: Database) -> int:
+    async with database.session() as session:
+        return await inventory.release_expired(session, utcnow())
+
+
 async def purge_idempotency_records(database: Database) -> int:
     async with database.session() as session:
         return await idempotency.purge_expired(session)
+
+
+async def grant_subscription_months(database: Database, catalogue: Catalogue) -> int:
+    async with database.session() as session:
+        return await apple_renewals.grant_due_months(session, catalogue, utcnow())
 
 
 def background_jobs(settings: Settings, database: Database) -> PeriodicJobs:
@@ -89,5 +108,15 @@ def background_jobs(settings: Settings, database: Database) -> PeriodicJobs:
         "release_expired_holds",
         lambda: sweep_expired_holds(database),
     )
+    jobs.every(
+        settings.hold_sweep_interval_seconds,
+        "release_expired_orders",
+        lambda: sweep_expired_orders(database),
+    )
     jobs.every(3600, "purge_idempotency_records", lambda: purge_idempotency_records(database))
+    jobs.every(
+        settings.subscription_grant_interval_seconds,
+        "grant_yearly_subscription_months",
+        lambda: grant_subscription_months(database, Catalogue.from_settings(settings)),
+    )
     return jobs

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from tollhouse.billing.stripe import catalog_sync
+from tollhouse.billing.stripe.client import StripeDep
 from tollhouse.catalog import service as catalog
 from tollhouse.catalog.schemas import TierCreate, TierOut, TierUpdate
 from tollhouse.console.deps import ConsoleDep, ProjectDep
@@ -19,8 +21,11 @@ async def list_tiers(project: ProjectDep, console: ConsoleDep) -> TierList:
 
 
 @router.post("/projects/{project_id}/tiers", status_code=201)
-async def create_tier(body: TierCreate, project: ProjectDep, console: ConsoleDep) -> TierOut:
+async def create_tier(
+    body: TierCreate, project: ProjectDep, console: ConsoleDep, stripe: StripeDep
+) -> TierOut:
     tier = await catalog.create_tier(console.session, project, body)
+    await catalog_sync.tier_saved(console.session, stripe, project, tier)
     await console.audit("tier.create", tier.slug, project_id=project.id)
     return TierOut.of(tier)
 
@@ -32,9 +37,10 @@ async def get_tier(slug: str, project: ProjectDep, console: ConsoleDep) -> TierO
 
 @router.patch("/projects/{project_id}/tiers/{slug}")
 async def update_tier(
-    slug: str, body: TierUpdate, project: ProjectDep, console: ConsoleDep
+    slug: str, body: TierUpdate, project: ProjectDep, console: ConsoleDep, stripe: StripeDep
 ) -> TierOut:
     tier, changes = await catalog.update_tier(console.session, project, slug, body)
+    await catalog_sync.tier_saved(console.session, stripe, project, tier, set(changes))
     await console.audit("tier.update", tier.slug, project_id=project.id, fields=sorted(changes))
     return TierOut.of(tier)
 

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
+from tollhouse.billing.stripe import connect as stripe_connect
+from tollhouse.billing.stripe.client import StripeDep
 from tollhouse.catalog import service as catalog
 from tollhouse.console.deps import Console, ConsoleDep, ProjectDep, settings_of
 from tollhouse.console.schemas import (
@@ -183,13 +185,14 @@ async def revoke_key(key_id: str, project: ProjectDep, console: ConsoleDep) -> K
 
 
 @router.post("/projects/{project_id}/promote", status_code=201)
-async def promote(project: ProjectDep, console: ConsoleDep) -> PromoteResponse:
+async def promote(project: ProjectDep, console: ConsoleDep, stripe: StripeDep) -> PromoteResponse:
     result = await promotion.promote(
         console.session,
         console.pepper,
         console.platform_id,
         project.id,
         copy_catalog=catalog.copy_tiers,
+        live_payments_ready=stripe_connect.live_payments_ready(stripe),
     )
     live = result.live
     await console.audit(

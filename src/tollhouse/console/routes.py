@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tollhouse.console import account, catalog, end_users, projects
+from tollhouse.console import account, catalog, end_users, projects, stripe
 
 router = APIRouter(prefix="/console/api/v1")
-for area in (account, projects, catalog, end_users):
+for area in (account, projects, catalog, end_users, stripe):
     router.include_router(area.router)

@@ -1,6 +1,7 @@
 """Every domain's tables, imported in one place so Alembic sees the whole schema."""
 
 from tollhouse.billing import models as billing_models
+from tollhouse.billing.apple import models as apple_models
 from tollhouse.catalog import models as catalog_models
 from tollhouse.db.base import Base
 from tollhouse.identity import models as identity_models
@@ -11,6 +12,7 @@ from tollhouse.tenancy import models as tenancy_models
 
 metadata = Base.metadata
 __all__ = [
+    "apple_models",
     "billing_models",
     "catalog_models",
     "idempotency",

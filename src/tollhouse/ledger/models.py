@@ -61,6 +61,10 @@ class CreditAccount(CreatedAt, Base):
     lifetime_earned: Mapped[int] = mapped_column(BigInteger, default=0)
     lifetime_spent: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Credits a refund could not take back (already spent; balances never go negative). Not
+    # part of the balance: a flag for the operator, with the reason of the latest shortfall.
+    unrecovered_credits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    flagged_reason: Mapped[str | None] = mapped_column(String(200))
 
 
 class CreditTransaction(CreatedAt, Base):

@@ -2,7 +2,8 @@
 
 In order (platform-contract §3.5 step 2, "D1 beats a stale JWT"):
 
-1. an active subscription — not built yet; `_subscribed_plan` is the seam billing fills in;
+1. an entitled subscription (`active`, `trialing`, `past_due`; billing's `subscriptions`
+   table, written by the Stripe webhook from Stripe's current state);
 2. the plan stored on the user (`users.plan`), set by the developer through
    `PATCH /api/customers/{id}` or the console. It beats the token: a token minted an hour
    ago still says `free` after the developer upgraded the user, and a user must not be able
@@ -15,27 +16,38 @@ Plans are tier slugs, compared lower-case (the quota looks tiers up the same way
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollhouse.billing.stripe import subscriptions
 from tollhouse.identity.caller import Caller
 from tollhouse.identity.models import User
 
 DEFAULT_PLAN = "free"
 
 
-def _subscribed_plan(user: User) -> str | None:
-    """The plan of the user's active subscription. Seam for the billing domain: until
-    subscriptions exist, nobody has one."""
-    del user
-    return None
+async def _subscribed_plan(session: AsyncSession, user: User) -> str | None:
+    """The plan of the user's entitled subscription in their project: `active`, `trialing`
+    or `past_due` (Stripe is still retrying the payment). Canceled, unpaid or incomplete
+    subscriptions give nothing: the user falls back to the stored plan, the claim, or free —
+    and stays in their project."""
+    return await subscriptions.entitled_plan(session, user.project_id, user.id)
 
 
 def plan_of(user: User, claim: str | None = None) -> str:
-    """The effective plan of `user`, given the plan their token claims (if any)."""
-    plan = _subscribed_plan(user) or user.plan or claim or DEFAULT_PLAN
+    """The plan the developer (or the token) gave the user, subscriptions aside: what end-user
+    tokens carry as their claim."""
+    plan = user.plan or claim or DEFAULT_PLAN
     return plan.lower()
 
 
-def effective_plan(caller: Caller) -> str:
+async def effective_plan_of(session: AsyncSession, user: User, claim: str | None = None) -> str:
+    """The effective plan of `user`, given the plan their token claims (if any)."""
+    plan = await _subscribed_plan(session, user) or user.plan or claim or DEFAULT_PLAN
+    return plan.lower()
+
+
+async def effective_plan(session: AsyncSession, caller: Caller) -> str:
     """The effective plan of the caller's end user (see the module docstring)."""
     if caller.user is None:
         return (caller.plan_claim or DEFAULT_PLAN).lower()
-    return plan_of(caller.user, caller.plan_claim)
+    return await effective_plan_of(session, caller.user, caller.plan_claim)

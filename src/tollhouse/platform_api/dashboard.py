@@ -1,11 +1,12 @@
 """The hosted dashboard's data (`GET /api/dashboard`, `/api/dashboard/totals`; contract §3.12).
 
-Subscriptions, orders and Stripe webhooks arrive with the billing domain: until then their
-figures (`activeSubs`, `cancelingSubs`, `mrr`, `storeSalesCount`, `storeTotalRevenue`, every
-customer's `status`, the `webhook` section) are zeros, `"none"` and empty lists — true for a
-project that cannot sell yet, and the shape the SDK reads. Unlike the original, the webhook
-section will never carry full Stripe payloads, and `X-Publishable-Key` beside a secret key
-does not switch projects: a secret key names exactly one project.
+Subscription figures come from billing's `subscriptions` table (Stripe's state as the webhook
+last re-read it): `activeSubs` counts `active` and `trialing`, `cancelingSubs` those set to
+cancel at period end and not canceled yet (the original also counted fully canceled ones),
+`mrr` sums the amounts of `active` ones. Store figures (`storeSalesCount`,
+`storeTotalRevenue`) count paid cart orders (cents). The webhook section carries summaries from the
+inbox, never full Stripe payloads; `X-Publishable-Key` beside a secret key does not switch
+projects: a secret key names exactly one project.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollhouse.billing import cart, inbox
+from tollhouse.billing.models import Subscription
+from tollhouse.billing.stripe import subscriptions as billing_subscriptions
+from tollhouse.billing.stripe.subscriptions import ENTITLED_STATUSES
 from tollhouse.catalog import service as catalog
 from tollhouse.catalog.models import Tier
 from tollhouse.identity.caller import Caller
@@ -33,11 +38,69 @@ LOW_STOCK = 5
 MAX_CUSTOMERS = 500
 
 
+def _latest_by_user(subscriptions: list[Subscription]) -> dict[Any, Subscription]:
+    """Each user's subscription that counts: the newest entitled one, else the newest."""
+    latest: dict[Any, Subscription] = {}
+    for sub in subscriptions:  # newest first
+        held = latest.get(sub.user_id)
+        if held is None or (
+            sub.status in ENTITLED_STATUSES and held.status not in ENTITLED_STATUSES
+        ):
+            latest[sub.user_id] = sub
+    return latest
+
+
+def _subscription_fields(sub: Subscription | None) -> dict[str, Any]:
+    return {
+        "status": sub.status if sub else "none",
+        "currentPeriodEnd": wire.iso(sub.current_period_end) if sub else None,
+        "canceledAt": wire.iso(sub.canceled_at) if sub else None,
+        "cancelAtPeriodEnd": sub.cancel_at_period_end if sub else False,
+        "subscriptionId": sub.stripe_subscription_id if sub else None,
+        "stripeCustomerId": sub.stripe_customer_id if sub else None,
+        "priceId": sub.price_id if sub else None,
+        "amount": sub.amount_cents if sub else None,
+        "currency": sub.currency if sub else None,
+    }
+
+
+def _metrics(subscriptions: list[Subscription]) -> dict[str, int]:
+    active = [s for s in subscriptions if s.status in ("active", "trialing")]
+    return {
+        "activeSubs": len(active),
+        "cancelingSubs": sum(
+            1 for s in subscriptions if s.cancel_at_period_end and s.status != "canceled"
+        ),
+        "mrr": sum(s.amount_cents for s in subscriptions if s.status == "active"),
+    }
+
+
+async def _webhook(session: AsyncSession, project_id: str) -> dict[str, Any]:
+    events = await inbox.recent(session, project_id)
+    return {
+        "lastEventAt": wire.iso(events[0].received_at) if events else None,
+        "recent": [
+            {
+                "id": event.event_id,
+                "type": event.type,
+                "receivedAt": wire.iso(event.received_at),
+                "summary": event.summary,
+            }
+            for event in events
+        ],
+    }
+
+
 async def _customers(
-    session: AsyncSession, project_id: str, tiers: dict[str, Tier], pk: str | None
+    session: AsyncSession,
+    project_id: str,
+    tiers: dict[str, Tier],
+    pk: str | None,
+    subscriptions: list[Subscription],
 ) -> list[dict[str, Any]]:
-    """The newest customers with their current period's usage."""
+    """The newest customers with their current period's usage and subscription."""
     now = utcnow()
+    latest = _latest_by_user(subscriptions)
     rows = await session.execute(
         select(User, UsageCounter)
         .outerjoin(UsageCounter, UsageCounter.user_id == User.id)
@@ -47,7 +110,9 @@ async def _customers(
     )
     customers = []
     for user, counter in rows:
-        plan = plan_of(user)
+        sub = latest.get(user.id)
+        entitled = sub is not None and sub.status in ENTITLED_STATUSES
+        plan = sub.plan if sub is not None and entitled else plan_of(user)
         tier = tiers.get(plan)
         current = counter is not None and counter.plan == plan and counter.period_end > now
         customers.append(
@@ -55,14 +120,11 @@ async def _customers(
                 "userId": user.external_id,
                 "email": user.email,
                 "plan": plan,
-                "status": "none",
+                **_subscription_fields(sub),
                 "usageCount": counter.count if current and counter else 0,
                 "limit": wire.limit_value(tier.limit) if tier is not None else 0,
                 "periodStart": wire.iso(counter.period_start) if current and counter else None,
                 "periodEnd": wire.iso(counter.period_end) if current and counter else None,
-                "currentPeriodEnd": None,
-                "canceledAt": None,
-                "subscriptionId": None,
                 "publishableKey": pk,
                 "createdAt": wire.iso(user.created_at),
             }
@@ -104,20 +166,20 @@ async def dashboard(session: AsyncSession, caller: Caller) -> dict[str, Any]:
     plans = {tier.slug: tier for tier in tiers if tier.billing_mode == "subscription"}
     pk = await publishable_key(session, project_id)
     mode = caller.key.mode if caller.key is not None else None
+    subscriptions = await billing_subscriptions.of_project(session, project_id)
+    sales_count, sales_revenue = await cart.sales(session, project_id)
     return {
         "metrics": {
-            "activeSubs": 0,
-            "cancelingSubs": 0,
-            "mrr": 0,
+            **_metrics(subscriptions),
             "usageThisPeriod": await _usage_this_period(session, project_id),
-            "storeSalesCount": 0,
-            "storeTotalRevenue": 0,
+            "storeSalesCount": sales_count,
+            "storeTotalRevenue": sales_revenue,
             "lowStockProducts": sum(
                 1 for p in products if p.inventory is not None and 0 < p.inventory <= LOW_STOCK
             ),
             "totalInventory": sum(p.inventory or 0 for p in products),
         },
-        "customers": await _customers(session, project_id, plans, pk),
+        "customers": await _customers(session, project_id, plans, pk, subscriptions),
         "tiers": [wire.tier(tier) for tier in tiers],
         "keys": {
             "publishableKey": pk,
@@ -125,14 +187,14 @@ async def dashboard(session: AsyncSession, caller: Caller) -> dict[str, Any]:
             "platformId": caller.platform_id,
             "mode": mode,
         },
-        "webhook": {"lastEventAt": None, "recent": []},
+        "webhook": await _webhook(session, project_id),
         "usageSeries": await _series(session, project_id),
         "filters": {"platformId": caller.platform_id, "publishableKey": pk, "mode": mode},
     }
 
 
 async def totals(session: AsyncSession, caller: Caller) -> dict[str, Any]:
-    """Across the platform's live projects (money figures come with billing: zeros now)."""
+    """Across the platform's live projects."""
     assert caller.platform_id is not None
     live = [
         project
@@ -140,13 +202,13 @@ async def totals(session: AsyncSession, caller: Caller) -> dict[str, Any]:
         if project.mode == "live"
     ]
     products = 0
+    subscriptions: list[Subscription] = []
     for project in live:
         products += len(await catalog.tiers_of_project(session, project.id))
+        subscriptions += await billing_subscriptions.of_project(session, project.id)
     return {
         "totals": {
-            "mrr": 0,
-            "activeSubs": 0,
-            "cancelingSubs": 0,
+            **_metrics(subscriptions),
             "totalProducts": products,
             "liveProjects": len(live),
         },

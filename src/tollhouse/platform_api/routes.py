@@ -24,7 +24,7 @@ from tollhouse.identity.caller import PlatformCaller, SecretKeyCaller, identity_
 from tollhouse.identity.models import EXTERNAL_ID_MAX, User
 from tollhouse.kit.idempotency import IdempotencyDep
 from tollhouse.metering.guards import RateLimitedEndUser
-from tollhouse.metering.plans import plan_of
+from tollhouse.metering.plans import effective_plan_of
 from tollhouse.platform_api import credits, customers, dashboard, usage, wire
 from tollhouse.platform_api.schemas import (
     MAX_HISTORY_PAGE,
@@ -85,7 +85,7 @@ async def get_usage(caller: RateLimitedEndUser, session: SessionDep) -> dict[str
 
 async def _customer_body(session: AsyncSession, user: User) -> dict[str, Any]:
     key = await customers.publishable_key(session, user.project_id)
-    return wire.customer(user, plan_of(user), key)
+    return wire.customer(user, await effective_plan_of(session, user), key)
 
 
 @router.post("/api/customers", status_code=201)

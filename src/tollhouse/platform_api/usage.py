@@ -18,11 +18,13 @@ async def track(session: AsyncSession, caller: Caller, units: int) -> dict[str, 
     """Count `units` against the end user's effective plan (403 over the limit or for a plan
     the project has no tier for)."""
     assert caller.user is not None
-    standing = await quota.track(session, caller.user, effective_plan(caller), units)
+    plan = await effective_plan(session, caller)
+    standing = await quota.track(session, caller.user, plan, units)
     return {"success": True, "data": {"message": TRACKED_MESSAGE}, "usage": wire.usage(standing)}
 
 
 async def report(session: AsyncSession, caller: Caller) -> dict[str, Any]:
     assert caller.user is not None
-    standing = await quota.check(session, caller.user, effective_plan(caller))
+    plan = await effective_plan(session, caller)
+    standing = await quota.check(session, caller.user, plan)
     return wire.usage_report(caller.user, standing)

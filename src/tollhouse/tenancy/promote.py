@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollhouse.kit.errors import BadRequest
+from tollhouse.kit.errors import BadRequest, TollhouseError
 from tollhouse.tenancy.models import Project
 from tollhouse.tenancy.service import NewProject, create_project_with_keys, project_of_platform
 
@@ -40,12 +40,29 @@ class Promotion:
     tiers_copied: int
 
 
-async def require_live_payments_ready(session: AsyncSession, platform_id: str) -> None:
-    """Seam for billing: will refuse (428) a platform that cannot take live payments yet.
+# (session, platform id) → can the platform take live payments? Billing's answer (Stripe
+# Connect lives above tenancy, so the caller passes it in, like CopyCatalog).
+LivePaymentsCheck = Callable[[AsyncSession, str], Awaitable[bool]]
 
-    Nothing to check until live Stripe Connect exists; returns None today.
-    """
-    return None
+
+class NeedsLiveOAuth(TollhouseError):
+    status_code = 428
+    code = "needs_live_oauth"
+    message = "Connect a live Stripe account first, then promote again."
+
+    def __init__(self) -> None:
+        super().__init__(extra={"needsLiveOAuth": True})
+
+
+async def require_live_payments_ready(
+    session: AsyncSession, platform_id: str, check: LivePaymentsCheck | None = None
+) -> None:
+    """428 `needs_live_oauth` (`needsLiveOAuth: true`) when billing says the platform cannot
+    take live payments: live Stripe is configured and the platform has no live connection.
+    With Stripe unconfigured entirely (or no check passed) promotion is allowed: the live
+    project simply cannot sell until Stripe is set up."""
+    if check is not None and not await check(session, platform_id):
+        raise NeedsLiveOAuth()
 
 
 async def promote(
@@ -55,6 +72,7 @@ async def promote(
     project_id: str,
     *,
     copy_catalog: CopyCatalog,
+    live_payments_ready: LivePaymentsCheck | None = None,
 ) -> Promotion:
     """The live twin of a test project, with its catalog and fresh live keys.
 
@@ -64,7 +82,7 @@ async def promote(
     test = await project_of_platform(session, platform_id, project_id)
     if test.mode != "test":
         raise NotATestProject()
-    await require_live_payments_ready(session, platform_id)
+    await require_live_payments_ready(session, platform_id, live_payments_ready)
     live = await create_project_with_keys(
         session,
         pepper,

@@ -1,0 +1,1 @@
+"""Gateway API billing for the home project: the catalogue, status, Apple verification."""

@@ -1,0 +1,86 @@
+"""Gateway API billing (flash-contract §1.8): /api/v1/billing/*, served in-process."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from tollhouse.billing.apple import purchases
+from tollhouse.billing.gateway.products import Product
+from tollhouse.billing.gateway.schemas import (
+    AppleVerifyRequest,
+    AppleVerifyResponse,
+    ProductOut,
+    ProductsResponse,
+    StatusResponse,
+)
+from tollhouse.billing.gateway.service import GatewayBilling, gateway_billing, status
+from tollhouse.db.session import SessionDep
+from tollhouse.identity.caller import Caller, identity_context, user_caller
+from tollhouse.identity.models import User
+from tollhouse.kit.errors import Forbidden
+
+router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
+BillingDep = Annotated[GatewayBilling, Depends(gateway_billing)]
+
+
+class HomeProjectOnly(Forbidden):
+    code = "home_project_only"
+    message = "Gateway billing is for users of the home project."
+
+
+async def home_user(request: Request, caller: Annotated[Caller, Depends(user_caller)]) -> User:
+    """The calling user, who must belong to the home project (not a platform's end user)."""
+    assert caller.user is not None
+    if caller.user.project_id != identity_context(request).home_project_id:
+        raise HomeProjectOnly()
+    return caller.user
+
+
+HomeUser = Annotated[User, Depends(home_user)]
+
+
+def _product_out(product: Product) -> ProductOut:
+    return ProductOut(
+        id=product.id,
+        type=product.kind,
+        name=product.name,
+        credits=product.credits,
+        credits_per_month=product.credits if product.kind == "subscription" else None,
+        interval=product.interval,
+        price_cents=product.price_cents,
+        currency=product.currency,
+        apple_product_id=product.apple_product_id,
+        stripe_price_id=product.stripe_price_id,
+    )
+
+
+@router.get("/products", response_model=ProductsResponse)
+async def products(billing: BillingDep) -> ProductsResponse:
+    """The catalogue (public): credit packs and subscriptions, with the credits each grants."""
+    return ProductsResponse(products=[_product_out(p) for p in billing.catalogue.products])
+
+
+@router.get("/status", response_model=StatusResponse)
+async def billing_status(
+    user: HomeUser, session: SessionDep, billing: BillingDep
+) -> StatusResponse:
+    return await status(session, user, billing.catalogue)
+
+
+@router.post("/apple/verify", response_model=AppleVerifyResponse)
+async def apple_verify(
+    body: AppleVerifyRequest, user: HomeUser, session: SessionDep, billing: BillingDep
+) -> AppleVerifyResponse:
+    """Verify a StoreKit 2 signed transaction and grant its credits, once per transaction."""
+    payload = await billing.apple_verifier().transaction(body.signed_transaction)
+    purchase = purchases.purchase_from(payload, billing.catalogue)
+    claim = await purchases.claim(session, user, purchase)
+    return AppleVerifyResponse(
+        granted=claim.granted,
+        balance=claim.balance,
+        transaction_id=purchase.transaction_id,
+        product_id=purchase.product.id,
+        already_verified=claim.already_claimed,
+    )
