@@ -653,3 +653,34 @@ async def test_cli_platform_projects_and_keys(
         ["platform", "create", "--email", "x@example.com", "--password", "short"],
     )
     assert weak.exit_code == 1
+
+
+async def test_a_session_cookie_cannot_write_from_another_site(client: httpx.AsyncClient) -> None:
+    auth = await signup(client)
+    foreign = {**auth, "Origin": "https://evil.example"}
+    response = await client.post(
+        f"{API}/projects", json={"name": "X", "type": "saas"}, headers=foreign
+    )
+    assert_error(response, 403, "cross_site_request")
+    # Reads stay possible, and the same site may write.
+    assert (await client.get(f"{API}/projects", headers=foreign)).status_code == 200
+    own = {**auth, "Origin": "http://tollhouse.test"}
+    response = await client.post(f"{API}/projects", json={"name": "X", "type": "saas"}, headers=own)
+    assert response.status_code == 201, response.text
+    listed = (await client.get(f"{API}/projects", headers=auth)).json()
+    assert [project["name"] for project in listed["projects"]] == ["X"]
+
+
+async def test_a_personal_token_is_not_refused_by_the_origin_check(
+    client: httpx.AsyncClient,
+) -> None:
+    auth = await signup(client)
+    created = await client.post(f"{API}/tokens", json={"name": "ci"}, headers=auth)
+    token = {
+        "Authorization": f"Bearer {created.json()['plaintext']}",
+        "Origin": "https://ci.example",
+    }
+    response = await client.post(
+        f"{API}/projects", json={"name": "Y", "type": "saas"}, headers=token
+    )
+    assert response.status_code == 201, response.text
