@@ -12,7 +12,10 @@ Its fixtures are registered for every test module by `pytest_plugins` in conftes
     stripe_peer.requests                  # [Recorded(method, path, form, account, api_key)]
     stripe_peer.posted("/v1/checkout/sessions")  # recorded requests to a path
     stripe_peer.issue_code()              # (OAuth code, acct_…) for /oauth/token
-    stripe_peer.complete_session(id)      # paid; subscription mode makes a subscription
+    stripe_peer.complete_session(id)      # paid; subscription mode makes a subscription,
+                                          # payment mode a payment intent
+    stripe_peer.add_price(499, interval=None)   # a product and price on the operator's account
+    stripe_peer.refunded_charge(session_id)     # a `charge.refunded` object for a paid session
     stripe_peer.update_subscription(id, status=…, cancel_at_period_end=…)
     stripe_peer.event(type, obj, account=…)  # an event dict
     stripe_peer.sign(event, secret)       # (payload bytes, Stripe-Signature header)
@@ -152,8 +155,45 @@ class StripePeer:
                     },
                 )
                 session["subscription"] = sub["id"]
+            if session["mode"] == "payment" and not session.get("payment_intent"):
+                session["payment_intent"] = f"pi_{secrets.token_hex(8)}"
             session.update(status="complete", payment_status="paid")
             return self._public(session)
+
+    def add_price(
+        self, unit_amount: int, *, interval: str | None = None, account: str | None = None
+    ) -> str:
+        """A product and its price on an account (the operator's by default); the price id."""
+        with self.lock:
+            store = self.objects.setdefault(account or "platform", {})
+            product = self._new(store, "prod", "product", {"active": True, "name": "Test"})
+            values = {
+                "active": True,
+                "product": product["id"],
+                "unit_amount": unit_amount,
+                "currency": "usd",
+                "recurring": {"interval": interval} if interval else None,
+                "type": "recurring" if interval else "one_time",
+            }
+            return str(self._new(store, "price", "price", values)["id"])
+
+    def refunded_charge(
+        self, session_id: str, *, amount_refunded: int | None = None
+    ) -> dict[str, Any]:
+        """The charge of a paid payment-mode session, refunded (fully unless told)."""
+        _, session = self.find(session_id)
+        amount = int(session["amount_total"])
+        refunded = amount if amount_refunded is None else amount_refunded
+        return {
+            "id": f"ch_{secrets.token_hex(8)}",
+            "object": "charge",
+            "payment_intent": session["payment_intent"],
+            "amount": amount,
+            "amount_refunded": refunded,
+            "refunded": refunded >= amount,
+            "currency": session.get("currency", "usd"),
+            "metadata": {},
+        }
 
     def update_subscription(self, subscription_id: str, **fields: Any) -> dict[str, Any]:
         _, sub = self.find(subscription_id)
@@ -271,6 +311,8 @@ class StripePeer:
             }
             return JSONResponse(self._new(store, "bps", "billing_portal.session", values))
         found = store.get(parts[2]) if len(parts) >= 3 else None
+        if found is None and method == "GET" and parts[:3] == ["v1", "checkout", "sessions"]:
+            found = store.get(parts[-1])  # retrieve a Checkout Session
         if found is None:
             return _err(404, f"No such object: '{parts[-1]}'")
         if method == "POST" and len(parts) == 5 and parts[4] == "expire":

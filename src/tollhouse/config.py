@@ -218,6 +218,27 @@ class Settings(BaseSettings):
     stripe_connect_redirect_uri: str | None = None
     stripe_connect_done_url: str = "/console/?stripe=connected"
 
+    # Platform subscription: developers pay the operator (`billing.platform_plan`). Off while
+    # PLATFORM_PRICE_ID is unset: no checkout (409 plan_not_offered), no gate, no metering.
+    platform_price_id: str | None = Field(None, min_length=1, max_length=255)
+    # Optional metered price for end users above the included ones, fed by the daily meter job.
+    platform_overage_price_id: str | None = Field(None, min_length=1, max_length=255)
+    platform_meter_event_name: str = Field("tollhouse_live_end_users", min_length=1)
+    # The operator's Stripe mode the plan is sold in (its price ids belong to that mode).
+    platform_stripe_mode: Literal["test", "live"] = "live"
+    # Free days: Stripe's trial on a first subscription, and the window from sign-up during
+    # which a platform that never subscribed may use its keys.
+    platform_trial_days: int = Field(14, ge=0, le=365)
+    platform_included_end_users: int = Field(2000, ge=0)
+    # Shown as the estimate only; Stripe bills the overage from its own price.
+    platform_overage_cents_per_user: float = Field(3.0, ge=0)
+    # A lapsed (canceled/unpaid, or never-subscribed past its trial) platform keeps working
+    # this long, then its keys answer 403 subscription_expired.
+    platform_grace_days: int = Field(7, ge=0, le=365)
+    # Where checkout and the portal send the developer back (relative = on this server).
+    platform_return_url: str = "/console/"
+    platform_meter_interval_seconds: float = Field(86400.0, gt=0)
+
     @field_validator("cors_origins", "apple_root_certificates", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.billing import inventory
 from tollhouse.billing.apple import renewals as apple_renewals
+from tollhouse.billing.gateway import stripe_purchases
 from tollhouse.billing.gateway.products import Catalogue
 from tollhouse.billing.stripe.client import StripeGateway
 from tollhouse.config import Settings
@@ -98,7 +99,9 @@ async def purge_idempotency_records(database: Database) -> int:
 
 async def grant_subscription_months(database: Database, catalogue: Catalogue) -> int:
     async with database.session() as session:
-        return await apple_renewals.grant_due_months(session, catalogue, utcnow())
+        now = utcnow()
+        apple = await apple_renewals.grant_due_months(session, catalogue, now)
+        return apple + await stripe_purchases.grant_due_months(session, catalogue, now)
 
 
 def background_jobs(settings: Settings, database: Database) -> PeriodicJobs:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tollhouse.console import account, catalog, end_users, projects, stripe
+from tollhouse.console import account, catalog, end_users, plan, projects, stripe
 
 router = APIRouter(prefix="/console/api/v1")
-for area in (account, projects, catalog, end_users, stripe):
+for area in (account, projects, catalog, end_users, stripe, plan):
     router.include_router(area.router)

@@ -171,7 +171,12 @@ class _UserLookup:
         match = cache.get(plaintext)
         if match is None:
             async with self.db.session() as session:
-                match = await tenancy.find_active_key(session, self.context.pepper, plaintext)
+                match = await tenancy.find_active_key(
+                    session,
+                    self.context.pepper,
+                    plaintext,
+                    gate=tenancy.PlanGate.from_settings(self.context.settings),
+                )
             if match is None:
                 return None
             ttl = self.context.settings.caller_cache_seconds
@@ -275,6 +280,9 @@ async def _platform_key_caller(
         if expected == "publishable":
             raise InvalidApiKey("Invalid publishable key.")
         raise InvalidApiKey()
+    # The platform-subscription gate: one comparison, on the cached match.
+    if match.platform_blocked_after is not None and utcnow() >= match.platform_blocked_after:
+        raise tenancy.SubscriptionExpired()
     kind = CallerKind.SECRET_KEY if expected == "secret" else CallerKind.PUBLISHABLE_KEY
     token = next(
         (value for name in END_USER_TOKEN_HEADERS if (value := request.headers.get(name))), None

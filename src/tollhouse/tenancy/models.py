@@ -20,16 +20,30 @@ MODES = ("test", "live")
 PROJECT_TYPES = ("saas", "store", "membership")
 KEY_KINDS = ("publishable", "secret")
 TOKEN_KINDS = ("session", "personal")
+# The platform's own subscription to the operator's plan (`billing.platform_plan`).
+PLAN_STATUSES = ("none", "trialing", "active", "past_due", "canceled")
 DEFAULT_RATE_LIMIT_PER_MINUTE = 100
 
 
 class Platform(CreatedAt, Base):
     __tablename__ = "platforms"
+    __table_args__ = (
+        CheckConstraint(
+            "plan_status IN ('none', 'trialing', 'active', 'past_due', 'canceled')",
+            name="plan_status",
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("plt"))
     name: Mapped[str] = mapped_column(String(200))
     # The operator's own platform; exactly one may exist.
     is_home: Mapped[bool] = mapped_column(default=False)
+    # Its subscription to the operator's plan, as Stripe last said (on the operator's account).
+    plan_status: Mapped[str] = mapped_column(String(10), default="none", server_default="none")
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
+    current_period_end: Mapped[datetime | None]
+    trial_ends_at: Mapped[datetime | None]
 
 
 class Project(CreatedAt, Base):

@@ -6,7 +6,7 @@ return value of `issue_key` / `roll_key`, shown to the developer once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,9 +14,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollhouse.config import Settings
 from tollhouse.db.dialect import insert_ignoring_conflicts
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.crypto import keyed_hash
+from tollhouse.kit.errors import Forbidden
 from tollhouse.tenancy import keys
 from tollhouse.tenancy.errors import KeyNotFound, ProjectNameTaken, ProjectNotFound
 from tollhouse.tenancy.models import ApiKey, AuditEntry, Platform, Project
@@ -127,6 +129,54 @@ class KeyMatch:
     end_user_issuer: str | None
     end_user_jwks_url: str | None
     end_user_audience: str | None
+    # When the platform's keys stop working (plan lapsed); None = never (or the gate is off).
+    platform_blocked_after: datetime | None = None
+
+
+# --- the platform-subscription gate ---------------------------------------------------------
+
+PLAN_ALLOWED_STATUSES = ("trialing", "active", "past_due")
+
+
+class SubscriptionExpired(Forbidden):
+    code = "subscription_expired"
+    message = "This platform's subscription has expired; renew it in the console."
+
+
+@dataclass(frozen=True, slots=True)
+class PlanGate:
+    """When a platform's keys stop working; only exists while PLATFORM_PRICE_ID is set.
+
+    trialing/active/past_due: never (past_due is Stripe still retrying). canceled: at
+    `current_period_end` + grace. none (never subscribed): the trial window from the
+    platform's creation, + grace (the original allowed it forever). The home platform: never.
+    """
+
+    trial: timedelta
+    grace: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PlanGate | None:
+        if not settings.platform_price_id:
+            return None
+        return cls(
+            trial=timedelta(days=settings.platform_trial_days),
+            grace=timedelta(days=settings.platform_grace_days),
+        )
+
+    def blocked_after(
+        self,
+        *,
+        is_home: bool,
+        status: str,
+        current_period_end: datetime | None,
+        created_at: datetime,
+    ) -> datetime | None:
+        if is_home or status in PLAN_ALLOWED_STATUSES:
+            return None
+        if status == "canceled" and current_period_end is not None:
+            return current_period_end + self.grace
+        return created_at + self.trial + self.grace
 
 
 def key_hash(pepper: str, plaintext: str) -> str:
@@ -204,9 +254,17 @@ async def revoke_key(session: AsyncSession, key: ApiKey, now: datetime | None = 
 
 
 async def find_active_key(
-    session: AsyncSession, pepper: str, plaintext: str, now: datetime | None = None
+    session: AsyncSession,
+    pepper: str,
+    plaintext: str,
+    now: datetime | None = None,
+    *,
+    gate: PlanGate | None = None,
 ) -> KeyMatch | None:
-    """The active key behind a presented string, or None (unknown, expired or revoked)."""
+    """The active key behind a presented string, or None (unknown, expired or revoked).
+
+    With a `gate`, the match also says when its platform's lapsed plan blocks it.
+    """
     parsed = keys.parse(plaintext)
     if parsed is None:
         return None
@@ -224,8 +282,13 @@ async def find_active_key(
                 Project.end_user_issuer,
                 Project.end_user_jwks_url,
                 Project.end_user_audience,
+                Platform.is_home,
+                Platform.plan_status,
+                Platform.current_period_end,
+                Platform.created_at,
             )
             .join(Project, Project.id == ApiKey.project_id)
+            .join(Platform, Platform.id == Project.platform_id)
             .where(
                 ApiKey.key_hash == key_hash(pepper, plaintext),
                 ApiKey.revoked_at.is_(None),
@@ -236,7 +299,14 @@ async def find_active_key(
     if row is None:
         return None
     values: tuple[Any, ...] = tuple(row)
-    return KeyMatch(*values)
+    match = KeyMatch(*values[:10])
+    if gate is None:
+        return match
+    is_home, status, period_end, created_at = values[10:]
+    blocked_after = gate.blocked_after(
+        is_home=is_home, status=status, current_period_end=period_end, created_at=created_at
+    )
+    return replace(match, platform_blocked_after=blocked_after)
 
 
 async def project_of_publishable_key(

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from tollhouse.billing.apple import purchases
+from tollhouse.billing.gateway import stripe_purchases
 from tollhouse.billing.gateway.products import Product
 from tollhouse.billing.gateway.schemas import (
     AppleVerifyRequest,
@@ -16,6 +17,12 @@ from tollhouse.billing.gateway.schemas import (
     StatusResponse,
 )
 from tollhouse.billing.gateway.service import GatewayBilling, gateway_billing, status
+from tollhouse.billing.gateway.stripe_purchases import (
+    PortalResponse,
+    StripeCheckoutRequest,
+    StripeCheckoutResponse,
+)
+from tollhouse.billing.stripe.client import StripeDep
 from tollhouse.db.session import SessionDep
 from tollhouse.identity.caller import Caller, identity_context, user_caller
 from tollhouse.identity.models import User
@@ -84,3 +91,34 @@ async def apple_verify(
         product_id=purchase.product.id,
         already_verified=claim.already_claimed,
     )
+
+
+@router.post("/stripe/checkout", response_model=StripeCheckoutResponse)
+async def stripe_checkout(
+    request: Request,
+    body: StripeCheckoutRequest,
+    user: HomeUser,
+    session: SessionDep,
+    billing: BillingDep,
+    stripe: StripeDep,
+) -> StripeCheckoutResponse:
+    """A Checkout Session on the operator's account for a pack or a plan of the catalogue."""
+    created = await stripe_purchases.create_checkout(
+        session, stripe, user, billing.catalogue, body, request.headers.get("origin")
+    )
+    return StripeCheckoutResponse(url=created.url, session_id=created.id)
+
+
+@router.get("/stripe/portal", response_model=PortalResponse)
+async def stripe_portal(
+    request: Request,
+    user: HomeUser,
+    session: SessionDep,
+    stripe: StripeDep,
+    return_url: str | None = None,
+) -> PortalResponse:
+    """The Stripe billing portal for the user's customer (from their latest subscription)."""
+    url = await stripe_purchases.portal(
+        session, stripe, user, return_url, request.headers.get("origin")
+    )
+    return PortalResponse(url=url)

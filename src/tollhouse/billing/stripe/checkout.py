@@ -73,7 +73,7 @@ def allowed_url(url: str, field: str) -> str:
     return url
 
 
-def _redirect(given: str | None, origin: str | None, path: str, field: str) -> str:
+def redirect_url(given: str | None, origin: str | None, path: str, field: str) -> str:
     if given:
         return allowed_url(given, field)
     if origin:
@@ -111,8 +111,8 @@ async def create_checkout(
     tier = await _tier(session, project.id, body.tier or DEFAULT_TIER)
     if tier.price_cents <= 0:
         raise TierNotPurchasable(f"The tier {tier.slug!r} is free: there is nothing to buy.")
-    success = _redirect(body.success_url, origin, "/dashboard?success=true", "successUrl")
-    cancel = _redirect(body.cancel_url, origin, "/dashboard?canceled=true", "cancelUrl")
+    success = redirect_url(body.success_url, origin, "/dashboard?success=true", "successUrl")
+    cancel = redirect_url(body.cancel_url, origin, "/dashboard?canceled=true", "cancelUrl")
     if body.price_id is not None and body.price_id != tier.stripe_price_id:
         raise PriceMismatch(f"priceId is not the current price of the tier {tier.slug!r}.")
     account = await connect.account_of(session, project.platform_id, project.mode)
@@ -150,7 +150,7 @@ async def portal(
     customer = await subs.latest_customer_id(session, project.id, user.id)
     if customer is None:
         raise NoBillingAccount()
-    return_url = _redirect(body.return_url, origin, "/dashboard", "returnUrl")
+    return_url = redirect_url(body.return_url, origin, "/dashboard", "returnUrl")
     account = await connect.account_of(session, project.platform_id, project.mode)
     return await gateway.create_portal_session(
         mode=project.mode, account_id=account, customer_id=customer, return_url=return_url

@@ -55,7 +55,7 @@ class StripeGateway:
     """Built once from settings (`app.state.stripe`); stateless apart from the HTTP clients."""
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+        self.settings = settings
         bases: dict[str, str] = {}
         if settings.stripe_api_base:
             bases["api"] = settings.stripe_api_base.rstrip("/")
@@ -84,7 +84,7 @@ class StripeGateway:
         return client
 
     def connect_client_id(self, mode: str) -> str:
-        client_id: str | None = getattr(self._settings, f"stripe_connect_client_id_{mode}")
+        client_id: str | None = getattr(self.settings, f"stripe_connect_client_id_{mode}")
         if not client_id:
             raise ConnectNotConfigured()
         return client_id

@@ -12,6 +12,7 @@ pays for — never `metadata.tier`, which the original trusted.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,11 +81,13 @@ async def sync(
     account_id: str | None,
     subscription_id: str,
     user_id: uuid.UUID | None,
+    plan_of: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Subscription | None:
     """Re-read the subscription from Stripe and store its current state.
 
     `user_id` is needed only for a subscription we have not stored yet. None when the
     subscription cannot be attributed (no user, or a price of no tier): recorded, not applied.
+    `plan_of` names the plan of a price where plans are not tiers (the home catalogue).
     """
     sub = await gateway.retrieve_subscription(
         mode=project.mode, account_id=account_id, subscription_id=subscription_id
@@ -97,25 +100,26 @@ async def sync(
         user_id = existing.user_id
     item = _first_item(sub)
     price = item.get("price") or {}
-    tier = await _tier_of(session, project.id, price) if price else None
+    tier = await _tier_of(session, project.id, price) if price and plan_of is None else None
+    plan = plan_of(price) if plan_of is not None and price else (tier.slug if tier else None)
     status = sub.get("status")
-    if user_id is None or tier is None or status not in SUBSCRIPTION_STATUSES:
+    if user_id is None or plan is None or status not in SUBSCRIPTION_STATUSES:
         log.warning(
             "stripe_subscription_unattributed",
             subscription=subscription_id,
             has_user=user_id is not None,
-            has_tier=tier is not None,
+            has_tier=plan is not None,
             status=status,
         )
         return None
     quantity = item.get("quantity") or 1
     values: dict[str, Any] = {
         "stripe_customer_id": stripe_id(sub.get("customer")),
-        "plan": tier.slug,
+        "plan": plan,
         "price_id": stripe_id(price),
         "status": status,
         "amount_cents": int(price.get("unit_amount") or 0) * int(quantity),
-        "currency": str(price.get("currency") or tier.currency)[:3],
+        "currency": str(price.get("currency") or (tier.currency if tier else "usd"))[:3],
         "current_period_end": _timestamp(
             item.get("current_period_end") or sub.get("current_period_end")
         ),

@@ -23,7 +23,8 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollhouse.billing import inbox
+from tollhouse.billing import inbox, platform_plan
+from tollhouse.billing.gateway import stripe_purchases
 from tollhouse.billing.stripe import connect
 from tollhouse.billing.stripe import subscriptions as subs
 from tollhouse.billing.stripe.client import StripeGateway
@@ -145,6 +146,14 @@ async def receive(
     )
     if not first:
         return {"received": True, "idempotent": True}
+    if platform_plan.is_platform_event(event, obj):  # the operator's own plan, not a project's
+        await platform_plan.on_event(
+            session, gateway, mode=verified.mode, obj=obj, subscription_id=sub_id
+        )
+        return {"received": True}
+    home = target.project if target is not None else None  # operator-account home purchases
+    if await stripe_purchases.handle(session, gateway, event, home):
+        return {"received": True}
     await _dispatch(session, gateway, event_type, obj, target, sub_id)
     return {"received": True}
 
