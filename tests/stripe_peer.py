@@ -301,6 +301,19 @@ class StripePeer:
             return JSONResponse(self._new(store, "cus", "customer", form))
         if method == "POST" and path == "/v1/checkout/sessions":
             return self._create_session(form, store)
+        if method == "POST" and path == "/v1/billing/meter_events":
+            # Accepted as sent (the request is recorded); Stripe's object has no `id`.
+            return JSONResponse(
+                {
+                    "object": "billing.meter_event",
+                    "created": int(time.time()),
+                    "livemode": False,
+                    "event_name": form.get("event_name"),
+                    "identifier": form.get("identifier"),
+                    "payload": form.get("payload") or {},
+                    "timestamp": int(form.get("timestamp") or time.time()),
+                }
+            )
         if method == "POST" and path == "/v1/billing_portal/sessions":
             if form.get("customer") not in store:
                 return _err(400, f"No such customer: '{form.get('customer')}'")

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollhouse.billing import inventory
+from tollhouse.billing import inventory, platform_plan
 from tollhouse.billing.apple import renewals as apple_renewals
 from tollhouse.billing.gateway import stripe_purchases
 from tollhouse.billing.gateway.products import Catalogue
@@ -97,6 +97,16 @@ async def purge_idempotency_records(database: Database) -> int:
         return await idempotency.purge_expired(session)
 
 
+async def report_platform_usage(database: Database, settings: Settings) -> int:
+    """The daily meter job; its own Stripe client, closed after each run."""
+    gateway = StripeGateway(settings)
+    try:
+        async with database.session() as session:
+            return await platform_plan.report_usage(session, gateway, settings, utcnow())
+    finally:
+        await gateway.close()
+
+
 async def grant_subscription_months(database: Database, catalogue: Catalogue) -> int:
     async with database.session() as session:
         now = utcnow()
@@ -122,4 +132,10 @@ def background_jobs(settings: Settings, database: Database) -> PeriodicJobs:
         "grant_yearly_subscription_months",
         lambda: grant_subscription_months(database, Catalogue.from_settings(settings)),
     )
+    if settings.platform_price_id:
+        jobs.every(
+            settings.platform_meter_interval_seconds,
+            "report_platform_usage",
+            lambda: report_platform_usage(database, settings),
+        )
     return jobs

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollhouse.billing.stripe import subscriptions as subs
 from tollhouse.billing.stripe.checkout import allowed_url
 from tollhouse.billing.stripe.client import StripeGateway
+from tollhouse.billing.stripe.errors import StripeFailure
 from tollhouse.config import Settings
 from tollhouse.identity.models import User
 from tollhouse.kit.errors import BadRequest, Conflict, NotFound
@@ -243,3 +244,61 @@ async def overview(session: AsyncSession, settings: Settings, platform_id: str) 
         included_users=settings.platform_included_end_users,
         overage_cents_per_user=settings.platform_overage_cents_per_user,
     )
+
+
+# --- usage meter --------------------------------------------------------------------------
+
+_METERED_STATUSES = ("trialing", "active")
+
+
+async def report_usage(
+    session: AsyncSession, gateway: StripeGateway, settings: Settings, now: datetime
+) -> int:
+    """Send each paying platform's live end-user count to Stripe's meter; how many were sent.
+
+    Every non-home platform that is trialing or active and has a Stripe customer gets one
+    meter event (PLATFORM_METER_EVENT_NAME, on the operator's own account) whose value is
+    `live_end_users(...)` now. The event's identifier is `"{platform_id}:{YYYY-MM-DD}"` (UTC
+    day of `now`): Stripe keeps identifiers unique for at least 24 hours and refuses a
+    repeat, so a rerun (another replica, a restart) the same day cannot double-count (the
+    refusal is then logged below like any failure).
+    The meter is meant to aggregate with `last` (the count is a level, not an increment).
+    A Stripe failure for one platform is logged and the others are still sent. Off (0, no
+    Stripe call) while PLATFORM_PRICE_ID is unset.
+    """
+    if not offered(settings):
+        return 0
+    mode = settings.platform_stripe_mode
+    if not gateway.configured(mode):
+        log.warning("platform_meter_not_configured", mode=mode)
+        return 0
+    platforms = (
+        await session.execute(
+            select(Platform.id, Platform.stripe_customer_id)
+            .where(
+                Platform.is_home.is_(False),
+                Platform.plan_status.in_(_METERED_STATUSES),
+                Platform.stripe_customer_id.is_not(None),
+            )
+            .order_by(Platform.id)
+        )
+    ).all()
+    day = now.astimezone(UTC).date().isoformat()
+    timestamp = int(now.timestamp())
+    sent = 0
+    for platform_id, customer_id in platforms:
+        count = await live_end_users(session, platform_id)
+        try:
+            await gateway.create_meter_event(
+                mode=mode,
+                event_name=settings.platform_meter_event_name,
+                customer_id=str(customer_id),  # not NULL: filtered above
+                value=count,
+                identifier=f"{platform_id}:{day}",
+                timestamp=timestamp,
+            )
+        except StripeFailure as exc:
+            log.warning("platform_meter_failed", platform=platform_id, message=exc.message)
+            continue
+        sent += 1
+    return sent

@@ -233,6 +233,29 @@ class StripeGateway:
             )
         )
 
+    async def create_meter_event(
+        self,
+        *,
+        mode: str,
+        event_name: str,
+        customer_id: str,
+        value: int,
+        identifier: str,
+        timestamp: int,
+    ) -> None:
+        """A billing meter event on the operator's own account (never a connected one).
+
+        Stripe rejects a second event with the same `identifier` (unique for at least 24h).
+        """
+        client = self._client(mode)
+        params: dict[str, Any] = {
+            "event_name": event_name,
+            "payload": {"stripe_customer_id": customer_id, "value": str(value)},
+            "identifier": identifier,
+            "timestamp": timestamp,
+        }
+        await _call(client.v1.billing.meter_events.create_async(params=cast(Any, params)))
+
     def authorize_url(self, *, mode: str, state: str, redirect_uri: str) -> str:
         query = urlencode(
             {
