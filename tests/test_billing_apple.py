@@ -112,7 +112,7 @@ async def test_verify_grants_a_pack_once(client: httpx.AsyncClient) -> None:
     assert (row.amount, row.reference_id, row.idempotency_key) == (
         100,
         "2000000001",
-        "apple:2000000001",
+        "grant:apple:2000000001",
     )
     body = await status(client, user)
     assert body["balance"] == SIGNUP + 100
@@ -259,7 +259,7 @@ async def test_a_subscription_grants_its_first_month(client: httpx.AsyncClient) 
     assert body["subscription"]["product_id"] == "pro_monthly"
     assert body["subscription"]["credits_per_month"] == 1000
     assert [r.idempotency_key for r in await ledger_rows(client, "subscription_grant")] == [
-        "apple:3000000001"
+        "grant:apple:3000000001"
     ]
 
 
@@ -281,7 +281,8 @@ async def test_renewal_notifications_grant_once(client: httpx.AsyncClient) -> No
     assert resent.json()["outcome"] == "already_granted"
 
     grants = await ledger_rows(client, "subscription_grant")
-    assert [r.idempotency_key for r in grants] == ["apple:3000000100", "apple:3000000101"]
+    keys = [r.idempotency_key for r in grants]
+    assert keys == ["grant:apple:3000000100", "grant:apple:3000000101"]
     assert (await status(client, user))["balance"] == SIGNUP + 2000
     # The app verifying the renewal too changes nothing.
     again = await verify(client, user, renewal)
@@ -420,7 +421,7 @@ async def test_a_yearly_plan_grants_every_month(client: httpx.AsyncClient) -> No
     assert await grant_months(client) == 0
     keys = [r.idempotency_key for r in await ledger_rows(client, "subscription_grant")]
     expected = [f"apple:5000000001:{add_months(purchased, month):%Y-%m}" for month in (1, 2, 3)]
-    assert keys == ["apple:5000000001", *expected]
+    assert keys == ["grant:apple:5000000001", *expected]
     assert (await status(client, user))["balance"] == SIGNUP + 4000
 
     # A refund takes back all four months and stops the rest.

@@ -1,20 +1,31 @@
-"""create_app(settings): routers, middleware, error handlers, lifespan."""
+"""create_app(settings, role): routers, middleware, error handlers, lifespan.
+
+Roles (`tollhouse serve --role`): `all` and `gateway` serve everything, with billing
+in-process unless BILLING_SERVICE_URL names a billing process to forward /api/v1/billing/*
+to; `billing` serves billing's routes (public and /internal/billing/*) and reaches the ledger
+through the gateway's /internal/credits/* at GATEWAY_INTERNAL_URL.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal, get_args
 
+import httpx
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tollhouse import __version__, system, wiring
-from tollhouse.billing import cart_routes
+from tollhouse.billing import cart_routes, proxy
+from tollhouse.billing import credits as billing_credits
 from tollhouse.billing.apple import routes as apple_routes
 from tollhouse.billing.gateway import routes as billing_routes
+from tollhouse.billing.gateway.service import GatewayBilling
 from tollhouse.billing.stripe import routes as stripe_routes
-from tollhouse.config import Settings, load_settings
+from tollhouse.config import ConfigError, Settings, load_settings
 from tollhouse.console import routes as console_routes
 from tollhouse.db.engine import Database
 from tollhouse.identity import routes as identity_routes
@@ -28,8 +39,37 @@ from tollhouse.platform_api import routes as platform_routes
 log = structlog.get_logger("tollhouse")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+Role = Literal["all", "gateway", "billing"]
+ROLES: tuple[Role, ...] = get_args(Role)
+ROLE_ENV = "TOLLHOUSE_ROLE"
+
+
+def _role(role: str | None) -> Role:
+    role = role or os.environ.get(ROLE_ENV) or "all"
+    if role not in ROLES:
+        raise ConfigError(f"Unknown role {role!r}: one of {', '.join(ROLES)}.")
+    return role
+
+
+def _billing_key(settings: Settings, needed_by: str) -> str:
+    key = settings.secret("billing_api_key")
+    if key is None:
+        raise ConfigError(f"{needed_by} needs BILLING_API_KEY.")
+    return key
+
+
+def create_app(
+    settings: Settings | None = None,
+    role: str | None = None,
+    *,
+    peer_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """`peer_transport` carries calls to the other process (billing ↔ gateway), for tests."""
     settings = settings or load_settings()
+    role = _role(role)
+    forwards_billing = role != "billing" and settings.billing_service_url is not None
+    if role == "billing" and not settings.gateway_internal_url:
+        raise ConfigError("--role billing needs GATEWAY_INTERNAL_URL (the gateway's address).")
     configure_logging(settings.log_level, json=settings.log_json)
     database = Database(
         settings.effective_database_url,
@@ -47,6 +87,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ledger = wiring.ledger_context(settings)
         app.state.rate_limiter = wiring.rate_limiter(settings)
         app.state.stripe = wiring.stripe_gateway(settings)
+        if role == "billing":
+            assert settings.gateway_internal_url is not None
+            app.state.gateway_billing = GatewayBilling.from_settings(
+                settings,
+                billing_credits.HttpCredits(
+                    settings.gateway_internal_url,
+                    _billing_key(settings, "--role billing"),
+                    timeout=settings.billing_timeout_seconds,
+                    transport=peer_transport,
+                ),
+            )
+        if forwards_billing:
+            assert settings.billing_service_url is not None
+            app.state.billing_proxy = proxy.BillingProxy(
+                settings.billing_service_url,
+                _billing_key(settings, "BILLING_SERVICE_URL"),
+                timeout=settings.billing_timeout_seconds,
+                transport=peer_transport,
+            )
         jobs = wiring.background_jobs(settings, database)
         jobs.start()
         log.info(
@@ -58,6 +117,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await jobs.stop()
             await app.state.rate_limiter.close()
             await app.state.stripe.close()
+            if role == "billing":
+                await app.state.gateway_billing.credits.close()
+            if forwards_billing:
+                await app.state.billing_proxy.close()
             await database.dispose()
 
     app = FastAPI(
@@ -70,17 +133,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(system.router)
-    app.include_router(identity_routes.users)
-    app.include_router(identity_routes.auth)
-    app.include_router(ledger_routes.credits)
-    app.include_router(ledger_routes.internal)
-    app.include_router(platform_routes.router)
-    app.include_router(billing_routes.router)
-    app.include_router(apple_routes.webhook)
-    app.include_router(cart_routes.router)
-    app.include_router(console_routes.router)
-    app.include_router(stripe_routes.platform)
-    app.include_router(stripe_routes.webhook)
+    if role == "billing":
+        app.include_router(billing_routes.router)
+        app.include_router(billing_routes.internal)
+        app.include_router(apple_routes.webhook)
+    else:
+        _include_gateway(app, settings, forwards_billing)
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.
@@ -95,3 +153,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     return app
+
+
+def _include_gateway(app: FastAPI, settings: Settings, forwards_billing: bool) -> None:
+    app.include_router(identity_routes.users)
+    app.include_router(identity_routes.auth)
+    app.include_router(ledger_routes.credits)
+    app.include_router(ledger_routes.internal)
+    app.include_router(billing_credits.internal)
+    app.include_router(platform_routes.router)
+    if forwards_billing:
+        app.include_router(proxy.router)
+    elif settings.billing_enabled:
+        app.include_router(billing_routes.router)
+        app.include_router(apple_routes.webhook)
+    app.include_router(cart_routes.router)
+    app.include_router(console_routes.router)
+    app.include_router(stripe_routes.platform)
+    app.include_router(stripe_routes.webhook)

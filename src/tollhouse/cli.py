@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Literal, TypeVar
@@ -14,6 +15,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse import __version__, wiring
+from tollhouse.app import ROLE_ENV, Role
 from tollhouse.config import ConfigError, Settings, load_settings, read_dev_secrets
 from tollhouse.db import migrate as migrations
 from tollhouse.db.engine import Database
@@ -69,9 +71,19 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="all: everything (billing in-process unless BILLING_SERVICE_URL); gateway: "
+            "the same, for a split deployment; billing: the billing service alone."
+        ),
+    ] = "all",
 ) -> None:
     """Serve the API. The embedded SQLite database is migrated automatically."""
     import uvicorn
+
+    # The app factory runs in uvicorn (in each worker): it reads the role from the environment.
+    os.environ[ROLE_ENV] = role
 
     settings = _settings()
     url = settings.effective_database_url
@@ -85,7 +97,7 @@ def serve(
     console.print(
         f"Tollhouse {__version__} on http://{host}:{port} "
         f"([bold]{'SQLite' if settings.is_embedded_database else 'PostgreSQL'}[/bold], "
-        f"{settings.tollhouse_env})"
+        f"{settings.tollhouse_env}, role {role})"
     )
     uvicorn.run(
         "tollhouse.app:create_app",

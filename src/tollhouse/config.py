@@ -178,6 +178,13 @@ class Settings(BaseSettings):
     # Apple and Gateway billing
     # The catalogue (JSON: {"credit_packs": [...], "subscriptions": [...]}); unset = defaults.
     billing_products: BillingProductsConfig | None = None
+    # Billing topology (`tollhouse serve --role`): off = no /api/v1/billing/* at all; with
+    # BILLING_SERVICE_URL the gateway forwards them to a billing process, which reaches the
+    # ledger at GATEWAY_INTERNAL_URL. Both sides authenticate with BILLING_API_KEY.
+    billing_enabled: bool = True
+    billing_service_url: str | None = None
+    gateway_internal_url: str | None = None
+    billing_timeout_seconds: float = Field(15.0, gt=0)
     # App Store signed data (StoreKit 2 transactions, Server Notifications V2). APPLE_BUNDLE_ID
     # (above) is the app's bundle id; APPLE_APP_ID its numeric Apple id (needed in Production).
     apple_app_id: int | None = Field(None, gt=0)

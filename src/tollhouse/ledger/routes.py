@@ -59,6 +59,7 @@ async def _move_credits(
     amount: int,
     transaction_type: str,
     description: str | None,
+    reference_id: str | None = None,
 ) -> service.Entry:
     """Grant or spend for the user named by id or external id, deduplicated by the request's
     Idempotency-Key (stored per `operation`, so one key never answers two kinds of move)."""
@@ -70,6 +71,7 @@ async def _move_credits(
         transaction_type,
         description=description,
         idempotency_key=idempotency.ledger_key(operation),
+        **({"reference_id": reference_id} if reference_id is not None else {}),
     )
 
 
@@ -152,7 +154,7 @@ async def internal_grant(
     async def work() -> InternalResult:
         row = await _move_credits(
             session, idempotency, caller.project_id, body.user_id, service.grant, "grant",
-            body.amount, body.transaction_type, body.description,
+            body.amount, body.transaction_type, body.description, body.reference_id,
         )  # fmt: skip
         return InternalResult(success=True, transaction_id=row.id, balance_after=row.balance_after)
 

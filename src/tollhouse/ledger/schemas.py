@@ -69,6 +69,8 @@ class InternalGrantRequest(BaseModel):
     amount: Amount
     transaction_type: GrantType
     description: Description | None = None
+    # What the grant is for (a purchase's transaction id), as refunds look it up.
+    reference_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
 class InternalSpendRequest(BaseModel):

@@ -22,8 +22,9 @@ from tollhouse.billing.apple.errors import AppleSignatureInvalid
 from tollhouse.billing.apple.models import AppleTransaction
 from tollhouse.billing.apple.purchases import INBOX_SOURCE, ApplePurchase
 from tollhouse.billing.apple.verifier import AppleVerifier
+from tollhouse.billing.credits import IN_PROCESS, Credits
 from tollhouse.billing.gateway.products import Catalogue
-from tollhouse.billing.gateway.refunds import granted_for, take_back
+from tollhouse.billing.gateway.refunds import granted_for
 from tollhouse.billing.inbox import first_delivery
 from tollhouse.identity import service as identity
 from tollhouse.identity.models import User
@@ -60,7 +61,11 @@ async def decode(verifier: AppleVerifier, signed_payload: str) -> Notification:
 
 
 async def handle(
-    session: AsyncSession, project_id: str, catalogue: Catalogue, notification: Notification
+    session: AsyncSession,
+    project_id: str,
+    catalogue: Catalogue,
+    notification: Notification,
+    credits: Credits = IN_PROCESS,
 ) -> dict[str, Any]:
     transaction_id = notification.transaction.transactionId if notification.transaction else None
     first = await first_delivery(
@@ -76,9 +81,9 @@ async def handle(
     transaction = notification.transaction
     outcome = "ignored"
     if transaction is not None and notification.type in GRANTING:
-        outcome = await _grant(session, project_id, catalogue, transaction)
+        outcome = await _grant(session, project_id, catalogue, transaction, credits)
     elif transaction is not None and notification.type in TAKING_BACK:
-        outcome = await _take_back(session, project_id, transaction.transactionId)
+        outcome = await _take_back(session, project_id, transaction.transactionId, credits)
     return {"received": True, "outcome": outcome}
 
 
@@ -87,6 +92,7 @@ async def _grant(
     project_id: str,
     catalogue: Catalogue,
     transaction: JWSTransactionDecodedPayload,
+    credits: Credits,
 ) -> str:
     try:
         purchase = purchases.purchase_from(transaction, catalogue)
@@ -97,7 +103,7 @@ async def _grant(
         # Nobody has claimed the subscription yet: the app's verify call will grant it.
         return "owner_unknown"
     try:
-        claim = await purchases.claim(session, user, purchase)
+        claim = await purchases.claim(session, user, purchase, credits)
     except TollhouseError as exc:
         return exc.code
     return "already_granted" if claim.already_claimed else "granted"
@@ -122,7 +128,9 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-async def _take_back(session: AsyncSession, project_id: str, transaction_id: str | None) -> str:
+async def _take_back(
+    session: AsyncSession, project_id: str, transaction_id: str | None, credits: Credits
+) -> str:
     """Needs only the transaction id: what was granted is in our record and the ledger."""
     if transaction_id is None or not purchases.TRANSACTION_ID.match(transaction_id):
         return "apple_transaction_invalid"
@@ -152,7 +160,7 @@ async def _take_back(session: AsyncSession, project_id: str, transaction_id: str
     granted = await granted_for(session, account_id, transaction_id, GRANT_TYPES)
     if granted == 0:
         return "nothing_to_take_back"
-    result = await take_back(
+    result = await credits.take_back(
         session,
         account_id,
         granted,

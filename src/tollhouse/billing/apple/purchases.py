@@ -23,10 +23,12 @@ from tollhouse.billing.apple.errors import (
     UnknownProduct,
 )
 from tollhouse.billing.apple.models import AppleTransaction
+from tollhouse.billing.credits import IN_PROCESS, Credits
 from tollhouse.billing.gateway.products import Catalogue, Product
 from tollhouse.billing.inbox import first_delivery
 from tollhouse.identity.models import User
 from tollhouse.ledger import service as ledger
+from tollhouse.ledger.models import CreditAccount
 
 INBOX_SOURCE = "apple_tx"
 TRANSACTION_ID = re.compile(r"^[0-9A-Za-z._-]{1,64}$")
@@ -111,8 +113,13 @@ def ledger_key(transaction_id: str) -> str:
     return f"apple:{transaction_id}"
 
 
-async def claim(session: AsyncSession, user: User, purchase: ApplePurchase) -> Claim:
-    """Grant the purchase to `user` once; the same user claiming again gets nothing more."""
+async def claim(
+    session: AsyncSession, user: User, purchase: ApplePurchase, credits: Credits = IN_PROCESS
+) -> Claim:
+    """Grant the purchase to `user` once; the same user claiming again gets nothing more.
+
+    A repeated claim re-issues the grant under the same key (a no-op once it happened), so a
+    grant lost after the claim was recorded (`HttpCredits` commits first) is made good."""
     if purchase.revoked:
         raise TransactionRevoked()
     account = await ledger.ensure_account(session, user)
@@ -136,7 +143,8 @@ async def claim(session: AsyncSession, user: User, purchase: ApplePurchase) -> C
             raise TransactionRevoked()
         if owner != user.id:
             raise TransactionAlreadyClaimed()
-        return Claim(0, await ledger.balance_of(session, account.id), already_claimed=True)
+        await _grant(session, credits, account, purchase)
+        return Claim(0, await credits.balance(session, account), already_claimed=True)
     session.add(
         AppleTransaction(
             transaction_id=purchase.transaction_id,
@@ -155,17 +163,24 @@ async def claim(session: AsyncSession, user: User, purchase: ApplePurchase) -> C
         )
     )
     await session.flush()
+    balance = await _grant(session, credits, account, purchase)
+    return Claim(purchase.credits, balance, already_claimed=False)
+
+
+async def _grant(
+    session: AsyncSession, credits: Credits, account: CreditAccount, purchase: ApplePurchase
+) -> int:
+    product = purchase.product
     what = f"{purchase.quantity} × {product.name}" if purchase.quantity > 1 else product.name
-    entry = await ledger.grant(
+    return await credits.grant(
         session,
-        account.id,
+        account,
         purchase.credits,
         product.ledger_type,
         description=f"App Store: {what}",
         reference_id=purchase.transaction_id,
         idempotency_key=ledger_key(purchase.transaction_id),
     )
-    return Claim(purchase.credits, entry.balance_after, already_claimed=False)
 
 
 async def owner_of_subscription(

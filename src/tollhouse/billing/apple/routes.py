@@ -22,4 +22,6 @@ async def apple_notification(
     """Verified with Apple's chain (no other credential); each notificationUUID acts once."""
     notification = await notifications.decode(billing.apple_verifier(), body.signedPayload)
     home = identity_context(request).home_project_id
-    return await notifications.handle(session, home, billing.catalogue, notification)
+    return await notifications.handle(
+        session, home, billing.catalogue, notification, billing.credits
+    )

@@ -1,4 +1,6 @@
-"""Gateway API billing (flash-contract §1.8): /api/v1/billing/*, served in-process."""
+"""Gateway API billing (flash-contract §1.8): /api/v1/billing/* and, for a gateway that
+forwards to a separate billing process, the same routes at /internal/billing/* (behind
+`X-Service-Key: BILLING_API_KEY`, the user named by `X-User-Id`)."""
 
 from __future__ import annotations
 
@@ -24,11 +26,14 @@ from tollhouse.billing.gateway.stripe_purchases import (
 )
 from tollhouse.billing.stripe.client import StripeDep
 from tollhouse.db.session import SessionDep
-from tollhouse.identity.caller import Caller, identity_context, user_caller
+from tollhouse.identity.caller import Caller, billing_caller, identity_context, user_caller
 from tollhouse.identity.models import User
 from tollhouse.kit.errors import Forbidden
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
+internal = APIRouter(
+    prefix="/internal/billing", tags=["internal"], dependencies=[Depends(billing_caller)]
+)
 BillingDep = Annotated[GatewayBilling, Depends(gateway_billing)]
 
 
@@ -63,27 +68,24 @@ def _product_out(product: Product) -> ProductOut:
     )
 
 
-@router.get("/products", response_model=ProductsResponse)
 async def products(billing: BillingDep) -> ProductsResponse:
     """The catalogue (public): credit packs and subscriptions, with the credits each grants."""
     return ProductsResponse(products=[_product_out(p) for p in billing.catalogue.products])
 
 
-@router.get("/status", response_model=StatusResponse)
 async def billing_status(
     user: HomeUser, session: SessionDep, billing: BillingDep
 ) -> StatusResponse:
     return await status(session, user, billing.catalogue)
 
 
-@router.post("/apple/verify", response_model=AppleVerifyResponse)
 async def apple_verify(
     body: AppleVerifyRequest, user: HomeUser, session: SessionDep, billing: BillingDep
 ) -> AppleVerifyResponse:
     """Verify a StoreKit 2 signed transaction and grant its credits, once per transaction."""
     payload = await billing.apple_verifier().transaction(body.signed_transaction)
     purchase = purchases.purchase_from(payload, billing.catalogue)
-    claim = await purchases.claim(session, user, purchase)
+    claim = await purchases.claim(session, user, purchase, billing.credits)
     return AppleVerifyResponse(
         granted=claim.granted,
         balance=claim.balance,
@@ -93,7 +95,6 @@ async def apple_verify(
     )
 
 
-@router.post("/stripe/checkout", response_model=StripeCheckoutResponse)
 async def stripe_checkout(
     request: Request,
     body: StripeCheckoutRequest,
@@ -109,7 +110,6 @@ async def stripe_checkout(
     return StripeCheckoutResponse(url=created.url, session_id=created.id)
 
 
-@router.get("/stripe/portal", response_model=PortalResponse)
 async def stripe_portal(
     request: Request,
     user: HomeUser,
@@ -122,3 +122,20 @@ async def stripe_portal(
         session, stripe, user, return_url, request.headers.get("origin")
     )
     return PortalResponse(url=url)
+
+
+for _router in (router, internal):
+    _router.add_api_route("/products", products, methods=["GET"], response_model=ProductsResponse)
+    _router.add_api_route("/status", billing_status, methods=["GET"], response_model=StatusResponse)
+    _router.add_api_route(
+        "/apple/verify", apple_verify, methods=["POST"], response_model=AppleVerifyResponse
+    )
+    _router.add_api_route(
+        "/stripe/checkout",
+        stripe_checkout,
+        methods=["POST"],
+        response_model=StripeCheckoutResponse,
+    )
+    _router.add_api_route(
+        "/stripe/portal", stripe_portal, methods=["GET"], response_model=PortalResponse
+    )

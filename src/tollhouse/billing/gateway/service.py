@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollhouse.billing.apple.errors import AppleNotConfigured
 from tollhouse.billing.apple.models import AppleTransaction
 from tollhouse.billing.apple.verifier import AppleVerifier
+from tollhouse.billing.credits import IN_PROCESS, Credits
 from tollhouse.billing.gateway.products import Catalogue
 from tollhouse.billing.gateway.schemas import (
     AccountFlag,
@@ -40,16 +41,17 @@ class GatewayBilling:
     apple: AppleVerifier | None
     # Why Apple is off, when its configuration is incomplete or wrong (shown in the 503).
     apple_problem: str | None
+    # The ledger: this process's, or the gateway's over HTTP (`--role billing`).
+    credits: Credits = IN_PROCESS
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> GatewayBilling:
+    def from_settings(cls, settings: Settings, credits: Credits = IN_PROCESS) -> GatewayBilling:
+        catalogue = Catalogue.from_settings(settings)
         try:
-            return cls(
-                Catalogue.from_settings(settings), AppleVerifier.from_settings(settings), None
-            )
+            return cls(catalogue, AppleVerifier.from_settings(settings), None, credits)
         except ConfigError as exc:
             log.error("apple_not_configured", problem=str(exc))
-            return cls(Catalogue.from_settings(settings), None, str(exc))
+            return cls(catalogue, None, str(exc), credits)
 
     def apple_verifier(self) -> AppleVerifier:
         if self.apple is None:

@@ -1,0 +1,109 @@
+"""The gateway's /api/v1/billing/* forwarded to a separate billing process (`--role billing`).
+
+Auth happens here (the same `home_user` as in-process); billing receives the resolved user as
+`X-User-Id`/`X-User-Email` with `X-Service-Key: BILLING_API_KEY` at `/internal/billing/*`.
+Billing answers in our envelope already, so its status and body pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import httpx
+from fastapi import APIRouter, Request, Response
+
+from tollhouse.billing.gateway.routes import HomeUser
+from tollhouse.identity.models import User
+from tollhouse.kit.errors import ServiceUnavailable, TollhouseError
+
+# Request headers billing may need besides identity (checkout and portal read Origin).
+FORWARDED = ("content-type", "origin", "x-request-id", "idempotency-key")
+
+
+class BillingUnavailable(ServiceUnavailable):
+    code = "billing_unavailable"
+    message = "The billing service is unavailable."
+
+
+class BillingTimeout(TollhouseError):
+    status_code = 504
+    code = "billing_timeout"
+    message = "The billing service did not answer in time."
+
+
+class BillingProxy:
+    """One pooled client to `{BILLING_SERVICE_URL}/internal/billing`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        service_key: str,
+        *,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=f"{base_url.rstrip('/')}/internal/billing",
+            headers={"X-Service-Key": service_key},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def forward(self, request: Request, path: str, user: User | None) -> Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED}
+        if user is not None:
+            headers["X-User-Id"] = str(user.id)
+            if user.email:
+                headers["X-User-Email"] = user.email
+        try:
+            upstream = await self.client.request(
+                request.method,
+                path,
+                params=request.query_params,
+                content=await request.body(),
+                headers=headers,
+            )
+        except httpx.TimeoutException as exc:
+            raise BillingTimeout() from exc
+        except httpx.TransportError as exc:
+            raise BillingUnavailable(detail={"reason": type(exc).__name__}) from exc
+        return Response(
+            upstream.content,
+            status_code=upstream.status_code,
+            media_type=upstream.headers.get("content-type"),
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _proxy(request: Request) -> BillingProxy:
+    return cast(BillingProxy, request.app.state.billing_proxy)
+
+
+router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
+
+
+@router.get("/products")
+async def products(request: Request) -> Response:
+    return await _proxy(request).forward(request, "/products", None)
+
+
+@router.get("/status")
+async def billing_status(request: Request, user: HomeUser) -> Response:
+    return await _proxy(request).forward(request, "/status", user)
+
+
+@router.post("/apple/verify")
+async def apple_verify(request: Request, user: HomeUser) -> Response:
+    return await _proxy(request).forward(request, "/apple/verify", user)
+
+
+@router.post("/stripe/checkout")
+async def stripe_checkout(request: Request, user: HomeUser) -> Response:
+    return await _proxy(request).forward(request, "/stripe/checkout", user)
+
+
+@router.get("/stripe/portal")
+async def stripe_portal(request: Request, user: HomeUser) -> Response:
+    return await _proxy(request).forward(request, "/stripe/portal", user)
