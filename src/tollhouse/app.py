@@ -35,6 +35,7 @@ from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tollhouse.ledger import routes as ledger_routes
 from tollhouse.platform_api import routes as platform_routes
+from tollhouse.upstreams import routes as upstream_routes
 
 log = structlog.get_logger("tollhouse")
 
@@ -87,6 +88,7 @@ def create_app(
         app.state.ledger = wiring.ledger_context(settings)
         app.state.rate_limiter = wiring.rate_limiter(settings)
         app.state.stripe = wiring.stripe_gateway(settings)
+        app.state.upstreams = wiring.upstream_context(settings)
         if role == "billing":
             assert settings.gateway_internal_url is not None
             app.state.gateway_billing = GatewayBilling.from_settings(
@@ -117,6 +119,7 @@ def create_app(
             await jobs.stop()
             await app.state.rate_limiter.close()
             await app.state.stripe.close()
+            await app.state.upstreams.close()
             if role == "billing":
                 await app.state.gateway_billing.credits.close()
             if forwards_billing:
@@ -171,3 +174,4 @@ def _include_gateway(app: FastAPI, settings: Settings, forwards_billing: bool) -
     app.include_router(console_routes.router)
     app.include_router(stripe_routes.platform)
     app.include_router(stripe_routes.webhook)
+    upstream_routes.include(app, settings)

@@ -107,6 +107,24 @@ class BillingProductsConfig(BaseModel):
         return self
 
 
+class OperatorUpstream(BaseModel):
+    """One of the operator's own services, served at /api/v1/upstreams/{name}/... (UPSTREAMS)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    url: str = Field(pattern=r"^https?://")
+    # A path prefix on the upstream side ("/api/v1"): /api/v1/upstreams/{name}/x → {url}{prefix}/x.
+    prefix: str = ""
+    inject_headers: dict[str, SecretStr] = Field(default_factory=dict)
+    methods: list[str] = Field(default_factory=lambda: ["GET"])
+    # A ledger cost key charged per call (held, captured when the upstream answers < 500).
+    cost_key: str | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, methods: list[str]) -> list[str]:
+        return [method.upper() for method in methods]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
@@ -170,6 +188,18 @@ class Settings(BaseSettings):
     # Shared rate-limit counters (and, later, jobs and events); unset = this process only.
     redis_url: str | None = None
     rate_limit_key_prefix: str = "tollhouse:rl:"
+
+    # Upstreams: the clockchain (/api/v1/clockchain/*), the operator's own services
+    # (UPSTREAMS, JSON list) and developers' APIs (/gw/{project}/*).
+    clockchain_enabled: bool = True
+    clockchain_service_url: str | None = None
+    clockchain_service_key: SecretStr | None = None
+    upstreams: list[OperatorUpstream] = Field(default_factory=list)
+    upstream_connect_timeout_seconds: float = Field(5.0, gt=0)
+    upstream_read_timeout_seconds: float = Field(30.0, gt=0)
+    # Until the upstream's headers arrive; a streamed body may take longer.
+    upstream_total_timeout_seconds: float = Field(60.0, gt=0)
+    upstream_health_timeout_seconds: float = Field(2.0, gt=0)
 
     # Tenancy
     home_platform_name: str = "home"

@@ -12,6 +12,7 @@ from tollhouse import __version__
 from tollhouse.db.session import database
 from tollhouse.identity.caller import GatewayCaller, identity_context
 from tollhouse.kit.metrics import HttpMetrics
+from tollhouse.upstreams import routes as upstreams
 
 router = APIRouter(tags=["system"])
 
@@ -34,14 +35,17 @@ async def health(request: Request) -> dict[str, Any]:
 
 @router.get("/health/deep")
 async def deep_health(request: Request) -> JSONResponse:
-    """Readiness: the database must answer `SELECT 1` within the configured timeout."""
+    """Readiness: the database must answer `SELECT 1` within the configured timeout.
+    Configured upstreams are reported (and make the status "degraded"), not required."""
     db = database(request)
     reachable = await db.ping(identity_context(request).settings.db_health_timeout_seconds)
+    checked = await upstreams.health(request)
     body = {
-        "status": "healthy" if reachable else "degraded",
+        "status": "healthy" if reachable and all(checked.values()) else "degraded",
         "version": __version__,
         "database": reachable,
         "database_backend": db.backend,
+        **({"upstreams": checked} if checked else {}),
     }
     return JSONResponse(body, status_code=200 if reachable else 503)
 

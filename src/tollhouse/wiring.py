@@ -15,7 +15,7 @@ from tollhouse.billing.apple import renewals as apple_renewals
 from tollhouse.billing.gateway import stripe_purchases
 from tollhouse.billing.gateway.products import Catalogue
 from tollhouse.billing.stripe.client import StripeGateway
-from tollhouse.config import Settings
+from tollhouse.config import ConfigError, Settings
 from tollhouse.db.engine import Database
 from tollhouse.identity.caller import IdentityContext
 from tollhouse.identity.end_user_tokens import EndUserSigner, ProjectIssuers
@@ -32,6 +32,7 @@ from tollhouse.ledger.costs import configured_costs
 from tollhouse.ledger.signup import signup_grant
 from tollhouse.metering.rate_limit import RateLimiter, rate_limiter_from_url
 from tollhouse.tenancy.service import ensure_home_project
+from tollhouse.upstreams.context import UpstreamContext
 
 
 async def home_project_id(session: AsyncSession, settings: Settings) -> str:
@@ -72,6 +73,15 @@ def stripe_gateway(settings: Settings) -> StripeGateway:
 def rate_limiter(settings: Settings) -> RateLimiter:
     """Memory (this process) by default; Redis when REDIS_URL is set (shared by replicas)."""
     return rate_limiter_from_url(settings.redis_url, settings.rate_limit_key_prefix)
+
+
+def upstream_context(settings: Settings) -> UpstreamContext:
+    """The upstreams' pooled clients; an UPSTREAMS cost key must be a known cost."""
+    known = configured_costs(settings.credit_costs)
+    unknown = sorted({u.cost_key for u in settings.upstreams if u.cost_key} - set(known))
+    if unknown:
+        raise ConfigError(f"UPSTREAMS names unknown cost keys: {', '.join(unknown)}")
+    return UpstreamContext.from_settings(settings)
 
 
 def ledger_context(settings: Settings) -> LedgerContext:

@@ -9,6 +9,7 @@ from tollhouse.kit import idempotency
 from tollhouse.ledger import models as ledger_models
 from tollhouse.metering import models as metering_models
 from tollhouse.tenancy import models as tenancy_models
+from tollhouse.upstreams import models as upstream_models
 
 metadata = Base.metadata
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "metadata",
     "metering_models",
     "tenancy_models",
+    "upstream_models",
 ]

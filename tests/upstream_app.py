@@ -1,0 +1,140 @@
+"""The upstreams the upstream tests forward to: a small Starlette app run under uvicorn in its
+own process (`python -m uvicorn upstream_app:app`), plus a clockchain-like corner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+CLOCKCHAIN_KEY = "clockchain-service-key-0123456789abcdef"
+MB = 1024 * 1024
+MOMENTS = [
+    {"path": "/1969/july/20/2017/us/florida/cape-canaveral/apollo-11", "name": "Apollo 11"},
+    {"path": "/1969/november/14/1622/us/florida/cape-canaveral/apollo-12", "name": "Apollo 12"},
+    {"path": "/-44/march/15/1200/italy/lazio/rome/caesar", "name": "Death of Caesar"},
+]
+
+
+async def fast(_request: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+async def echo(request: Request) -> Response:
+    """Records exactly what arrived: method, path, query, every header, the body."""
+    body = await request.body()
+    return JSONResponse(
+        {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": [[k.decode(), v.decode()] for k, v in request.headers.raw],
+            "body": body.decode(),
+        },
+        headers={"X-Upstream": "echo", "Connection": "X-Secret-Hop", "X-Secret-Hop": "1"},
+    )
+
+
+async def slow(_request: Request) -> Response:
+    await asyncio.sleep(5)
+    return JSONResponse({"slow": True})
+
+
+async def text(_request: Request) -> Response:
+    return PlainTextResponse("<html>not json</html>")
+
+
+async def fail(_request: Request) -> Response:
+    return JSONResponse({"error": "boom"}, status_code=500)
+
+
+async def missing(_request: Request) -> Response:
+    return JSONResponse({"detail": "Node not found"}, status_code=404)
+
+
+async def sse(_request: Request) -> Response:
+    async def events() -> AsyncIterator[bytes]:
+        yield b"data: first\n\n"
+        await asyncio.sleep(2)
+        yield b"data: second\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def big(request: Request) -> Response:
+    size = int(request.query_params.get("mb", "50"))
+    chunk = b"x" * MB
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(size):
+            yield chunk
+
+    return StreamingResponse(
+        body(), media_type="application/octet-stream", headers={"Content-Length": str(size * MB)}
+    )
+
+
+async def drop(_request: Request) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"partial": "'
+        await asyncio.sleep(0.1)
+        raise RuntimeError("the upstream dies mid-body")
+
+    return StreamingResponse(body(), media_type="application/json")
+
+
+def _clockchain_auth(request: Request) -> Response | None:
+    if request.headers.get("x-service-key") != CLOCKCHAIN_KEY:
+        return JSONResponse({"detail": "Invalid service key"}, status_code=403)
+    return None
+
+
+async def search(request: Request) -> Response:
+    if (refused := _clockchain_auth(request)) is not None:
+        return refused
+    q = request.query_params.get("q", "").lower()
+    found = [{**m, "score": 1.0} for m in MOMENTS if q and q in m["name"].lower()]
+    return JSONResponse(found)
+
+
+async def ingest(request: Request) -> Response:
+    if (refused := _clockchain_auth(request)) is not None:
+        return refused
+    body = await request.json()
+    return JSONResponse({"ingested_nodes": len(body.get("nodes", [])), "ingested_edges": 0})
+
+
+async def index(request: Request) -> Response:
+    if (refused := _clockchain_auth(request)) is not None:
+        return refused
+    body = await request.json()
+    return JSONResponse({"path": body["path"], "status": "indexed"})
+
+
+async def health(_request: Request) -> Response:
+    return JSONResponse({"status": "healthy", "service": "timepoint-clockchain"})
+
+
+app = Starlette(
+    routes=[
+        Route("/fast", fast),
+        Route("/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "DELETE"]),
+        Route("/slow", slow),
+        Route("/text", text),
+        Route("/fail", fail, methods=["GET", "POST"]),
+        Route("/sse", sse),
+        Route("/big", big),
+        Route("/drop", drop),
+        Route("/health", health),
+        Route("/api/v1/search", search),
+        Route("/api/v1/text", text),
+        Route("/api/v1/graph/neighbors/{rest:path}", missing),
+        Route("/api/v1/ingest/subgraph", ingest, methods=["POST"]),
+        Route("/api/v1/ingest/broken", fail, methods=["POST"]),
+        Route("/api/v1/index", index, methods=["POST"]),
+    ]
+)
