@@ -160,9 +160,10 @@ class Settings(BaseSettings):
     jwks_timeout_seconds: float = Field(5.0, gt=0)
     # How long a process may keep answering from its cache of resolved users (0 = never cache).
     caller_cache_seconds: float = Field(2.0, ge=0, le=60)
-    # Let developers point JWKS URLs (and, later, upstreams) at private or loopback addresses:
-    # for local development only, never on a shared deployment (SSRF).
-    allow_private_upstreams: bool = False
+    # Let developers point JWKS URLs and upstreams at private or loopback addresses (and plain
+    # http). Unset: on for TOLLHOUSE_ENV=development, off otherwise — never on a shared
+    # deployment (SSRF).
+    allow_private_upstreams: bool | None = None
     # Lifetime of end-user tokens minted by POST /api/customers/{id}/token.
     end_user_token_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
 
@@ -302,6 +303,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @property
+    def private_urls_allowed(self) -> bool:
+        """ALLOW_PRIVATE_UPSTREAMS, defaulting to on for a development machine (its upstreams
+        are local) and off everywhere else."""
+        if self.allow_private_upstreams is not None:
+            return self.allow_private_upstreams
+        return self.tollhouse_env == "development"
 
     @property
     def is_production(self) -> bool:

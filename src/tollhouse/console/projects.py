@@ -90,7 +90,7 @@ async def _public_jwks_url(body: ProjectUpdate, request: Request, _: DeveloperCa
     SQLite an open transaction holds the write lock.
     """
     if body.end_user_jwks_url is not None:
-        allow_private = settings_of(request).allow_private_upstreams
+        allow_private = settings_of(request).private_urls_allowed
         await check_public_url(body.end_user_jwks_url, allow_private=allow_private)
 
 

@@ -25,7 +25,7 @@ async def create_upstream(
         console.session,
         project.id,
         body,
-        allow_private=console.settings.allow_private_upstreams,
+        allow_private=console.settings.private_urls_allowed,
     )
     await console.audit("upstream.create", route.id, path_prefix=route.path_prefix)
     return UpstreamRouteOut.of(route)
