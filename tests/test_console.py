@@ -684,3 +684,21 @@ async def test_a_personal_token_is_not_refused_by_the_origin_check(
         f"{API}/projects", json={"name": "Y", "type": "saas"}, headers=token
     )
     assert response.status_code == 201, response.text
+
+
+async def test_password_guessing_is_rate_limited_per_account(make_client: ClientFactory) -> None:
+    client = await make_client(console_login_attempts_per_minute=3)
+    await signup(client, "guess@example.com")
+    wrong = {"email": "guess@example.com", "password": "not the password"}
+    for _ in range(3):
+        assert_error(await client.post(f"{API}/auth/login", json=wrong), 401, "invalid_credentials")
+    # Even the right password waits for the window: nothing is learned by guessing faster.
+    right = {"email": "Guess@Example.com", "password": PASSWORD}
+    response = await client.post(f"{API}/auth/login", json=right)
+    body = assert_error(response, 429, "rate_limited")
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert body["retryAfter"] == int(response.headers["Retry-After"])
+    # Another account is not locked out by it.
+    await signup(client, "other@example.com")
+    other = {"email": "other@example.com", "password": PASSWORD}
+    assert (await client.post(f"{API}/auth/login", json=other)).status_code == 200

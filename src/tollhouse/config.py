@@ -164,6 +164,8 @@ class Settings(BaseSettings):
     # http). Unset: on for TOLLHOUSE_ENV=development, off otherwise — never on a shared
     # deployment (SSRF).
     allow_private_upstreams: bool | None = None
+    # Console log-in attempts per account per minute (5x that per client address).
+    console_login_attempts_per_minute: int = Field(10, ge=1, le=1000)
     # Lifetime of end-user tokens minted by POST /api/customers/{id}/token.
     end_user_token_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
 

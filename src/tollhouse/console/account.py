@@ -9,7 +9,7 @@ from fastapi import APIRouter, Cookie, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollhouse.console.deps import ConsoleDep, Limit, Offset, pepper_of
+from tollhouse.console.deps import ConsoleDep, Limit, Offset, pepper_of, settings_of
 from tollhouse.console.schemas import (
     AuditOut,
     AuditPage,
@@ -25,11 +25,16 @@ from tollhouse.console.schemas import (
 )
 from tollhouse.db.session import SessionDep
 from tollhouse.identity.caller import SESSION_COOKIE
+from tollhouse.metering.guards import limit_attempts
 from tollhouse.tenancy import developers
 from tollhouse.tenancy import service as tenancy
 from tollhouse.tenancy.models import AuditEntry, Developer
 
 router = APIRouter(tags=["console"])
+
+# Several developers may share an address (an office, a NAT); the per-account limit is the
+# tight one.
+LOGINS_PER_ADDRESS = 5
 
 
 async def _open_session(
@@ -62,6 +67,12 @@ async def signup(
 async def login(
     body: LoginRequest, request: Request, response: Response, session: SessionDep
 ) -> AuthResponse:
+    # Password guessing is slowed per account and per client address, before any hashing.
+    limit = settings_of(request).console_login_attempts_per_minute
+    email = developers.normalise_email(body.email)
+    await limit_attempts(request, f"login:{email}", limit)
+    client = request.client.host if request.client is not None else "unknown"
+    await limit_attempts(request, f"login-from:{client}", limit * LOGINS_PER_ADDRESS)
     developer = await developers.log_in(session, body.email, body.password)
     return await _open_session(session, request, response, developer, "developer.login")
 

@@ -37,14 +37,17 @@ def bucket_of(caller: Caller) -> str:
     return f"project:{caller.project_id}"
 
 
+async def limit_attempts(request: Request, bucket: str, limit: int) -> None:
+    """Count one attempt in `bucket`; RateLimited (429) beyond `limit` a minute."""
+    decision = await rate_limiter(request).hit(bucket, limit, WINDOW_SECONDS)
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after)
+
+
 async def enforce_rate_limit(request: Request, caller: Caller) -> None:
     """Count one request for `caller`; RateLimited (429) when over the project's limit."""
     limit = caller.key.rate_limit_per_minute if caller.key is not None else None
-    decision = await rate_limiter(request).hit(
-        bucket_of(caller), limit or DEFAULT_RATE_LIMIT_PER_MINUTE, WINDOW_SECONDS
-    )
-    if not decision.allowed:
-        raise RateLimited(decision.retry_after)
+    await limit_attempts(request, bucket_of(caller), limit or DEFAULT_RATE_LIMIT_PER_MINUTE)
 
 
 async def rate_limited_platform_caller(request: Request) -> Caller:
