@@ -148,4 +148,26 @@ def _billing_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
     proxy = getattr(app.state, "billing_proxy", None)
     if proxy is None:
         return client
-    return httpx.AsyncClient(transport=proxy.client._transport, base_url=BILLING_URL)
+    return httpx.AsyncClient(transport=proxy.upstream.client._transport, base_url=BILLING_URL)
+
+
+async def test_the_gateway_says_when_the_billing_service_is_down(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Nothing listens at BILLING_SERVICE_URL: a clear 503 in our envelope, never a 500."""
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        billing_service_url="http://127.0.0.1:1",
+        billing_timeout_seconds=2,
+        **apple_settings(),
+    )
+    gateway = create_app(settings, "gateway")
+    async with (
+        gateway.router.lifespan_context(gateway),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=gateway), base_url="http://tollhouse.test"
+        ) as client,
+    ):
+        response = await client.get("/api/v1/billing/products")
+        assert_error(response, 503, "billing_unavailable")

@@ -15,9 +15,14 @@ from fastapi import APIRouter, Request, Response
 from tollhouse.billing.gateway.routes import HomeUser
 from tollhouse.identity.models import User
 from tollhouse.kit.errors import ServiceUnavailable, TollhouseError
-
-# Request headers billing may need besides identity (checkout and portal read Origin).
-FORWARDED = ("content-type", "origin", "x-request-id", "idempotency-key")
+from tollhouse.kit.forwarding import (
+    Identity,
+    Timeouts,
+    Upstream,
+    UpstreamConfig,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
 
 class BillingUnavailable(ServiceUnavailable):
@@ -32,7 +37,7 @@ class BillingTimeout(TollhouseError):
 
 
 class BillingProxy:
-    """One pooled client to `{BILLING_SERVICE_URL}/internal/billing`."""
+    """`{BILLING_SERVICE_URL}/internal/billing` as an upstream of kit's forwarding engine."""
 
     def __init__(
         self,
@@ -42,39 +47,25 @@ class BillingProxy:
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.client = httpx.AsyncClient(
+        config = UpstreamConfig(
+            name="billing",
             base_url=f"{base_url.rstrip('/')}/internal/billing",
-            headers={"X-Service-Key": service_key},
-            timeout=timeout,
-            transport=transport,
+            inject_headers={"X-Service-Key": service_key},
+            timeouts=Timeouts(connect=min(timeout, 5.0), read=timeout, total=timeout),
         )
+        self.upstream = Upstream(config, transport=transport)
 
     async def forward(self, request: Request, path: str, user: User | None) -> Response:
-        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED}
-        if user is not None:
-            headers["X-User-Id"] = str(user.id)
-            if user.email:
-                headers["X-User-Email"] = user.email
+        identity = None if user is None else Identity(str(user.id), user.email)
         try:
-            upstream = await self.client.request(
-                request.method,
-                path,
-                params=request.query_params,
-                content=await request.body(),
-                headers=headers,
-            )
-        except httpx.TimeoutException as exc:
+            return await self.upstream.forward(request, path, identity=identity)
+        except UpstreamTimeout as exc:
             raise BillingTimeout() from exc
-        except httpx.TransportError as exc:
-            raise BillingUnavailable(detail={"reason": type(exc).__name__}) from exc
-        return Response(
-            upstream.content,
-            status_code=upstream.status_code,
-            media_type=upstream.headers.get("content-type"),
-        )
+        except UpstreamUnavailable as exc:
+            raise BillingUnavailable(detail=exc.detail) from exc
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.upstream.close()
 
 
 def _proxy(request: Request) -> BillingProxy:
