@@ -666,6 +666,19 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def run_main(run_bench: Callable[[Console], bool]) -> int:
+    """The exit status of a bench script: 0 every target passed, 1 one failed, 2 no run."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    out = Console()
+    if not out.is_terminal:
+        out.width = 120  # rich assumes 80 columns when piped, which wraps the labels
+    try:
+        return 0 if run_bench(out) else 1
+    except BenchError as exc:
+        Console(stderr=True).print(f"[red]bench failed:[/red] {exc}", highlight=False)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import signal
 import sys
 import tempfile
 import time
@@ -233,15 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "--database-url", help="an empty PostgreSQL database to run on (default: SQLite)"
     )
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, auth._exit_on_sigterm)
-    out = Console()
-    if not out.is_terminal:
-        out.width = 120
-    try:
-        return 0 if run(args, out) else 1
-    except auth.BenchError as exc:
-        Console(stderr=True).print(f"[red]bench failed:[/red] {exc}", highlight=False)
-        return 2
+    return auth.run_main(lambda out: run(args, out))
 
 
 if __name__ == "__main__":

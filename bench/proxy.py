@@ -23,7 +23,6 @@ import asyncio
 import math
 import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -372,15 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.duration, args.rate_duration, args.rate) <= 0 or args.concurrency < 1:
         parser.error("durations and --rate must be > 0, --concurrency >= 1")
-    signal.signal(signal.SIGTERM, auth._exit_on_sigterm)
-    out = Console()
-    if not out.is_terminal:
-        out.width = 120
-    try:
-        return 0 if run(args, out) else 1
-    except auth.BenchError as exc:
-        Console(stderr=True).print(f"[red]bench failed:[/red] {exc}", highlight=False)
-        return 2
+    return auth.run_main(lambda out: run(args, out))
 
 
 if __name__ == "__main__":
