@@ -5,8 +5,8 @@ Form-encoded bodies with `a[b][0][c]=` nesting in, JSON objects with `id`/`objec
 Stripe-style errors (`{"error": {"type", "message"}}`). Objects live per connected account
 (`Stripe-Account` header). Every request is recorded so tests can assert what Stripe got.
 
-Its fixtures are registered for every test module by `pytest_plugins` in conftest.py
-(both fixtures must be imported), then:
+Its fixtures (`stripe_peer`, `stripe_peer_server`) are registered for every test module by
+`pytest_plugins` in conftest.py; then:
 
     stripe_peer.base_url                  # STRIPE_API_BASE and STRIPE_CONNECT_BASE
     stripe_peer.requests                  # [Recorded(method, path, form, account, api_key)]
@@ -19,6 +19,7 @@ Its fixtures are registered for every test module by `pytest_plugins` in conftes
     stripe_peer.update_subscription(id, status=…, cancel_at_period_end=…)
     stripe_peer.event(type, obj, account=…)  # an event dict
     stripe_peer.sign(event, secret)       # (payload bytes, Stripe-Signature header)
+    await stripe_peer.deliver(client, event, secret)  # POST it, signed, to /webhook/stripe
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -222,6 +224,17 @@ class StripePeer:
         t = at if at is not None else int(time.time())
         mac = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
         return payload, f"t={t},v1={mac}"
+
+    async def deliver(
+        self, client: httpx.AsyncClient, event: dict[str, Any], secret: str
+    ) -> httpx.Response:
+        """POST `event` to our `/webhook/stripe`, signed as Stripe signs it."""
+        payload, header = self.sign(event, secret)
+        return await client.post(
+            "/webhook/stripe",
+            content=payload,
+            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+        )
 
     # --- the server -------------------------------------------------------------------
 

@@ -590,14 +590,8 @@ async def test_end_to_end_through_stripe_and_the_webhook(
         return str(response.json()["url"]).rsplit("/", 1)[1]
 
     async def deliver(event_type: str, obj: dict[str, Any]) -> None:
-        payload, signature = stripe_peer.sign(
-            stripe_peer.event(event_type, obj, account=ACCOUNT), WHSEC
-        )
-        response = await client.post(
-            "/webhook/stripe",
-            content=payload,
-            headers={"Stripe-Signature": signature, "Content-Type": "application/json"},
-        )
+        event = stripe_peer.event(event_type, obj, account=ACCOUNT)
+        response = await stripe_peer.deliver(client, event, WHSEC)
         assert response.status_code == 200, response.text
 
     async def stock_and_orders() -> tuple[int | None, dict[str, str]]:

@@ -49,12 +49,7 @@ class Home:
         )
 
     async def deliver(self, event: dict[str, Any]) -> httpx.Response:
-        payload, header = self.peer.sign(event, WHSEC)
-        response = await self.client.post(
-            "/webhook/stripe",
-            content=payload,
-            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
-        )
+        response = await self.peer.deliver(self.client, event, WHSEC)
         assert response.status_code == 200, response.text
         return response
 

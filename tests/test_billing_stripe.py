@@ -71,12 +71,7 @@ class Shop:
             return found
 
     async def deliver(self, event: dict[str, Any]) -> httpx.Response:
-        payload, header = self.peer.sign(event, WHSEC)
-        return await self.client.post(
-            "/webhook/stripe",
-            content=payload,
-            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
-        )
+        return await self.peer.deliver(self.client, event, WHSEC)
 
     async def buy(self, tier: str = "pro") -> dict[str, Any]:
         """Check out, pay at the peer, deliver checkout.session.completed; the event."""

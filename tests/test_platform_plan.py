@@ -69,12 +69,7 @@ class Dev:
         return {"Authorization": f"Bearer {self.sk}"}
 
     async def deliver(self, event: dict[str, Any]) -> httpx.Response:
-        payload, header = self.peer.sign(event, WHSEC)
-        return await self.client.post(
-            "/webhook/stripe",
-            content=payload,
-            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
-        )
+        return await self.peer.deliver(self.client, event, WHSEC)
 
     async def subscribe(self) -> str:
         """Checkout, pay at the peer, deliver checkout.session.completed; the subscription id."""

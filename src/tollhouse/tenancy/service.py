@@ -309,18 +309,6 @@ async def find_active_key(
     return replace(match, platform_blocked_after=blocked_after)
 
 
-async def project_of_publishable_key(
-    session: AsyncSession, pepper: str, plaintext: str
-) -> str | None:
-    """The project a publishable key string names (active or not), for token-binding checks."""
-    project_id = await session.scalar(
-        select(ApiKey.project_id).where(
-            ApiKey.key_hash == key_hash(pepper, plaintext), ApiKey.kind == "publishable"
-        )
-    )
-    return project_id
-
-
 # --- audit --------------------------------------------------------------------------------
 
 
