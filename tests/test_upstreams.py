@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from starlette.requests import Request
 
 from conftest import make_settings
 from platform_fixtures import Keys, end_user
 from support import SERVICE, assert_error, resolve
 from tollhouse.app import create_app
+from tollhouse.kit.forwarding import Upstream, UpstreamConfig, UpstreamUnavailable
 from upstream_app import CLOCKCHAIN_KEY, MB
 
 pytestmark = pytest.mark.anyio
@@ -486,3 +488,39 @@ async def test_gw_registration_refuses_private_urls(served: Served, upstream_url
         served, auth, other.project_id, path_prefix="x", upstream_url="https://example.com"
     )
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize(("method", "attempts"), [("GET", 2), ("HEAD", 2), ("POST", 1), ("PUT", 1)])
+async def test_only_idempotent_methods_are_retried(method: str, attempts: int) -> None:
+    """A refused connection is tried again for GET/HEAD/OPTIONS only: a write is never sent
+    twice (the original retried writes)."""
+    sent: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        sent.append(request.method)
+        raise httpx.ConnectError("refused", request=request)
+
+    upstream = Upstream(
+        UpstreamConfig("flaky", "http://flaky.internal"), transport=httpx.MockTransport(refuse)
+    )
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": "/things",
+        "raw_path": b"/things",
+        "query_string": b"",
+        "headers": [(b"host", b"tollhouse.test")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("tollhouse.test", 80),
+        "scheme": "http",
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            await upstream.forward(Request(scope, receive), "/things")
+    finally:
+        await upstream.close()
+    assert sent == [method] * attempts
