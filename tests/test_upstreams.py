@@ -21,7 +21,7 @@ from starlette.requests import Request
 
 from conftest import make_settings
 from platform_fixtures import Keys, end_user
-from support import SERVICE, assert_error, resolve
+from support import SERVICE, as_user, assert_error, free_port, resolve
 from tollhouse.app import create_app
 from tollhouse.kit.forwarding import Upstream, UpstreamConfig, UpstreamUnavailable
 from upstream_app import CLOCKCHAIN_KEY, MB
@@ -30,12 +30,6 @@ pytestmark = pytest.mark.anyio
 
 CONSOLE = "/console/api/v1"
 SVC_SECRET = "svc-injected-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -121,10 +115,6 @@ async def serve(database_url: str, tmp_path: Path, upstream_url: str) -> AsyncIt
 @pytest.fixture
 async def served(serve: Serve) -> Served:
     return await serve()
-
-
-def as_user(user: str) -> dict[str, str]:
-    return {**SERVICE, "X-User-ID": user}
 
 
 async def balance(served: Served, user: str) -> int:

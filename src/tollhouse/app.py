@@ -28,6 +28,8 @@ from tollhouse.billing.stripe import routes as stripe_routes
 from tollhouse.config import ConfigError, Settings, load_settings
 from tollhouse.console import routes as console_routes
 from tollhouse.db.engine import Database
+from tollhouse.generation import privacy as _generation_privacy  # noqa: F401 - export section
+from tollhouse.generation import routes as generation_routes
 from tollhouse.identity import routes as identity_routes
 from tollhouse.kit.errors import install_error_handlers
 from tollhouse.kit.logging import configure_logging
@@ -108,7 +110,12 @@ def create_app(
                 timeout=settings.billing_timeout_seconds,
                 transport=peer_transport,
             )
-        jobs = wiring.background_jobs(settings, database)
+        generation = None
+        if role != "billing":
+            generation = app.state.generation = wiring.generations(
+                settings, database, metrics.registry
+            )
+        jobs = wiring.background_jobs(settings, database, generation)
         jobs.start()
         log.info(
             "started", version=__version__, database=database.backend, env=settings.tollhouse_env
@@ -117,6 +124,8 @@ def create_app(
             yield
         finally:
             await jobs.stop()
+            if generation is not None:
+                await generation.close()
             await app.state.rate_limiter.close()
             await app.state.stripe.close()
             await app.state.upstreams.close()
@@ -175,3 +184,5 @@ def _include_gateway(app: FastAPI, settings: Settings, forwards_billing: bool) -
     app.include_router(stripe_routes.platform)
     app.include_router(stripe_routes.webhook)
     upstream_routes.include(app, settings)
+    app.include_router(generation_routes.router)
+    app.include_router(generation_routes.mine)

@@ -279,6 +279,54 @@ class Settings(BaseSettings):
     platform_return_url: str = "/console/"
     platform_meter_interval_seconds: float = Field(86400.0, gt=0)
 
+    # Scene generation (`generation/`). Providers, tried in this order when a preset's own
+    # is down: Google (GOOGLE_API_KEY), OpenRouter (OPENROUTER_API_KEY), and any
+    # OpenAI-compatible server (LLM_BASE_URL: vLLM, Ollama, llama.cpp, LM Studio).
+    google_api_key: SecretStr | None = None
+    # Where google-genai sends requests (unset = Google; tests use a local Gemini peer).
+    google_api_base_url: str | None = None
+    openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: str = "https://openrouter.ai/api/v1"
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    # The compatible server's models: every text / image call goes to these when set.
+    llm_model: str | None = None
+    llm_image_model: str | None = None
+    llm_timeout_seconds: float = Field(120.0, gt=0)
+    # Retries per provider on 429, 5xx and network errors, then the next provider.
+    llm_max_retries: int = Field(2, ge=0, le=10)
+    llm_retry_backoff_seconds: float = Field(0.5, ge=0)
+    # Outbound requests per minute per provider (0 = unlimited).
+    llm_requests_per_minute: int = Field(600, ge=0)
+    # Presets (JSON, by name) merged over the built-in hd, balanced, hyper, gemini3.
+    generation_presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # model_policy=permissive without an explicit model: these open-weight models.
+    permissive_text_model: str = "meta-llama/llama-4-scout"
+    permissive_image_model: str = "black-forest-labs/flux.2-pro"
+    # A generation still running after this is failed and refunded (sync answers 504).
+    generation_timeout_seconds: float = Field(300.0, gt=0)
+    # SSE comment sent while a step runs, so proxies keep the stream open.
+    sse_keepalive_seconds: float = Field(15.0, gt=0)
+    # How long a finished generation's events can still be replayed.
+    generation_events_retention_seconds: int = Field(600, ge=1)
+    # Public pages of public timepoints: SHARE_URL_BASE + "/" + slug.
+    share_url_base: str | None = None
+    # This service's public address, for absolute image URLs (unset: relative URLs).
+    public_base_url: str | None = None
+    # async generate's callback_url: attempts and the first backoff (doubling).
+    callback_max_attempts: int = Field(4, ge=1, le=10)
+    callback_backoff_seconds: float = Field(1.0, ge=0)
+    callback_timeout_seconds: float = Field(10.0, gt=0)
+
+    # Object storage for images: local files under the data dir, or an S3-compatible bucket
+    # (S3, R2, MinIO) when S3_BUCKET is set.
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "auto"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_key_prefix: str = ""
+
     @field_validator("cors_origins", "apple_root_certificates", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -300,6 +348,10 @@ class Settings(BaseSettings):
         "stripe_secret_key_live",
         "stripe_webhook_secret_test",
         "stripe_webhook_secret_live",
+        "google_api_key",
+        "openrouter_api_key",
+        "llm_api_key",
+        "s3_secret_access_key",
         mode="before",
     )
     @classmethod

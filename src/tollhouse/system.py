@@ -30,6 +30,17 @@ async def health(request: Request) -> dict[str, Any]:
         "version": __version__,
         "database": True,
         "database_backend": database(request).backend,
+        "providers": _providers(request),
+    }
+
+
+def _providers(request: Request) -> dict[str, bool]:
+    """Which LLM providers scene generation can use (configuration only, no I/O)."""
+    settings = identity_context(request).settings
+    return {
+        "google": settings.google_api_key is not None,
+        "openrouter": settings.openrouter_api_key is not None,
+        "compatible": settings.llm_base_url is not None,
     }
 
 
@@ -45,6 +56,7 @@ async def deep_health(request: Request) -> JSONResponse:
         "version": __version__,
         "database": reachable,
         "database_backend": db.backend,
+        "providers": _providers(request),
         **({"upstreams": checked} if checked else {}),
     }
     return JSONResponse(body, status_code=200 if reachable else 503)

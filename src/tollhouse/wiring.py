@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.billing import inventory, platform_plan
@@ -17,6 +18,10 @@ from tollhouse.billing.gateway.products import Catalogue
 from tollhouse.billing.stripe.client import StripeGateway
 from tollhouse.config import ConfigError, Settings
 from tollhouse.db.engine import Database
+from tollhouse.generation.callbacks import CallbackSender
+from tollhouse.generation.events import event_bus_from_url
+from tollhouse.generation.llm.router import router_from_settings
+from tollhouse.generation.runs import Generations
 from tollhouse.identity.caller import IdentityContext
 from tollhouse.identity.end_user_tokens import EndUserSigner, ProjectIssuers
 from tollhouse.identity.issuers import IssuerRegistry
@@ -25,6 +30,7 @@ from tollhouse.identity.user_cache import UserCache
 from tollhouse.kit import idempotency
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.jobs import PeriodicJobs
+from tollhouse.kit.storage import storage_from_settings
 from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.ledger import service as ledger
 from tollhouse.ledger.context import LedgerContext
@@ -84,6 +90,28 @@ def upstream_context(settings: Settings) -> UpstreamContext:
     return UpstreamContext.from_settings(settings)
 
 
+def generations(settings: Settings, database: Database, registry: CollectorRegistry) -> Generations:
+    """Scene generation: LLM providers (their metrics in `registry`), the event bus (Redis
+    when REDIS_URL is set), image storage, callbacks."""
+    return Generations(
+        settings,
+        database,
+        router_from_settings(settings, registry=registry),
+        event_bus_from_url(
+            settings.redis_url,
+            "tollhouse:events:",
+            settings.generation_events_retention_seconds,
+        ),
+        storage_from_settings(settings),
+        CallbackSender(
+            allow_private=settings.private_urls_allowed,
+            max_attempts=settings.callback_max_attempts,
+            backoff_seconds=settings.callback_backoff_seconds,
+            timeout_seconds=settings.callback_timeout_seconds,
+        ),
+    )
+
+
 def ledger_context(settings: Settings) -> LedgerContext:
     return LedgerContext(
         costs=configured_costs(settings.credit_costs),
@@ -124,8 +152,16 @@ async def grant_subscription_months(database: Database, catalogue: Catalogue) ->
         return apple + await stripe_purchases.grant_due_months(session, catalogue, now)
 
 
-def background_jobs(settings: Settings, database: Database) -> PeriodicJobs:
+def background_jobs(
+    settings: Settings, database: Database, generation: Generations | None = None
+) -> PeriodicJobs:
     jobs = PeriodicJobs()
+    if generation is not None:
+        jobs.every(
+            settings.hold_sweep_interval_seconds,
+            "fail_abandoned_generations",
+            generation.sweep_abandoned,
+        )
     jobs.every(
         settings.hold_sweep_interval_seconds,
         "release_expired_holds",

@@ -4,6 +4,7 @@ from tollhouse.billing import models as billing_models
 from tollhouse.billing.apple import models as apple_models
 from tollhouse.catalog import models as catalog_models
 from tollhouse.db.base import Base
+from tollhouse.generation import models as generation_models
 from tollhouse.identity import models as identity_models
 from tollhouse.kit import idempotency
 from tollhouse.ledger import models as ledger_models
@@ -16,6 +17,7 @@ __all__ = [
     "apple_models",
     "billing_models",
     "catalog_models",
+    "generation_models",
     "idempotency",
     "identity_models",
     "ledger_models",

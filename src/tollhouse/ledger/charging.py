@@ -16,13 +16,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.db.engine import Database
 from tollhouse.db.session import SessionDep, database
-from tollhouse.identity.caller import GatewayCaller
+from tollhouse.identity.caller import Caller, GatewayCaller
 from tollhouse.ledger import costs, service
 from tollhouse.ledger.context import ledger_context
 
@@ -58,40 +60,61 @@ class Charge:
             return await settle(session, self.hold_id)
 
 
+async def hold_charge(
+    request: Request,
+    caller: Caller,
+    session: AsyncSession,
+    cost_key: str,
+    transaction_type: str,
+    *,
+    reference_id: str | None = None,
+    description: str | None = None,
+    ttl: timedelta | None = None,
+) -> Charge:
+    """Hold what `cost_key` costs this caller, in the caller's transaction (not committed).
+
+    402 `insufficient_credits` when the balance is short; a free Charge for unmetered callers.
+    """
+    if not caller.metered or caller.user is None:
+        return Charge(amount=0)
+    context = ledger_context(request)
+    amount = await costs.cost_of(session, caller.project_id, cost_key, context.costs)
+    if amount == 0:
+        return Charge(amount=0)
+    account = await service.ensure_account(session, caller.user)
+    held = await service.hold(
+        session,
+        account.id,
+        amount,
+        transaction_type,
+        ttl=ttl or context.hold_ttl,
+        reference_id=reference_id,
+        description=description or cost_key,
+    )
+    return Charge(amount=amount, hold_id=held.id, database=database(request))
+
+
 def Cost(key: CostKey, transaction_type: str) -> Any:
     async def charge(
         request: Request, caller: GatewayCaller, session: SessionDep
     ) -> AsyncIterator[Charge]:
-        if not caller.metered or caller.user is None:
-            yield Charge(amount=0)
-            return
-        context = ledger_context(request)
         cost_key = key if isinstance(key, str) else await key(request)
-        amount = await costs.cost_of(session, caller.project_id, cost_key, context.costs)
-        if amount == 0:
-            yield Charge(amount=0)
+        paid = await hold_charge(request, caller, session, cost_key, transaction_type)
+        if paid.is_free:
+            yield paid
             return
-        account = await service.ensure_account(session, caller.user)
-        held = await service.hold(
-            session,
-            account.id,
-            amount,
-            transaction_type,
-            ttl=context.hold_ttl,
-            description=cost_key,
-        )
+        assert paid.hold_id is not None
         # Committed before the work starts: the hold survives whatever the handler does.
         await session.commit()
-        paid = Charge(amount=amount, hold_id=held.id, database=database(request))
         try:
             yield paid
         except BaseException:
             if not paid.deferred:
                 await session.rollback()
-                await service.release_hold(session, held.id)
+                await service.release_hold(session, paid.hold_id)
                 await session.commit()
             raise
         if not paid.deferred:
-            await service.capture_hold(session, held.id)
+            await service.capture_hold(session, paid.hold_id)
 
     return Depends(charge, scope="function")

@@ -1,0 +1,1 @@
+"""Scene generation: timepoints made by a pipeline of LLM agents (flash-contract §4)."""

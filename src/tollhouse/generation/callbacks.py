@@ -1,0 +1,99 @@
+"""Outgoing callbacks: POST an async generation's result to the caller's `callback_url`.
+
+The URL is checked against SSRF before every attempt, not only when the request was accepted,
+so a host that has since started resolving to a private address is not contacted. Transient
+failures (network errors, timeouts, 429, 5xx) are retried with doubling backoff; any other
+answer is final. Logs name the host only: the URL's path and the body may carry the caller's
+data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+
+from tollhouse.kit.ssrf import UrlNotAllowed, check_public_url
+
+log = structlog.get_logger("tollhouse.callbacks")
+
+USER_AGENT = "Tollhouse-Callback/1"
+
+
+async def validate_callback_url(url: str, *, allow_private: bool) -> None:
+    """400 `url_not_allowed` for a callback URL the sender would refuse, so a request with one
+    fails before anything is charged."""
+    await check_public_url(url, allow_private=allow_private)
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class CallbackSender:
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        max_attempts: int,
+        backoff_seconds: float,
+        timeout_seconds: float,
+        verify: ssl.SSLContext | bool = True,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.allow_private = allow_private
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_seconds = backoff_seconds
+        self._sleep = sleep
+        # Redirects are not followed: a 3xx could point anywhere, past the SSRF check.
+        self._client = httpx.AsyncClient(
+            timeout=timeout_seconds, verify=verify, follow_redirects=False
+        )
+
+    async def send(self, url: str, payload: dict[str, Any]) -> bool:
+        """True once a 2xx answer came back; False when refused, rejected or out of attempts."""
+        host = _host(url)
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await check_public_url(url, allow_private=self.allow_private)
+            except UrlNotAllowed:
+                log.warning("callback_refused", host=host, attempt=attempt)
+                return False
+            try:
+                response = await self._client.post(url, content=body, headers=headers)
+            except httpx.TransportError as exc:  # connect/read errors and timeouts
+                outcome: str = type(exc).__name__
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    log.info("callback_delivered", host=host, attempt=attempt, status=status)
+                    return True
+                if not _retryable(status):
+                    log.warning("callback_rejected", host=host, attempt=attempt, status=status)
+                    return False
+                outcome = str(status)
+            if attempt == self.max_attempts:
+                log.warning("callback_failed", host=host, attempts=attempt, outcome=outcome)
+                return False
+            delay = self.backoff_seconds * 2 ** (attempt - 1)
+            log.info("callback_retry", host=host, attempt=attempt, outcome=outcome, delay=delay)
+            await self._sleep(delay)
+        return False  # unreachable: the last attempt returns above
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,47 @@
+"""Errors of /api/v1/timepoints (messages as the contract words them)."""
+
+from __future__ import annotations
+
+from tollhouse.kit.errors import BadRequest, Forbidden, NotFound, TollhouseError
+
+
+class TimepointNotFound(NotFound):
+    code = "timepoint_not_found"
+    message = "Timepoint not found"
+
+
+class TimepointPrivate(Forbidden):
+    code = "timepoint_private"
+    message = "This timepoint is private"
+
+
+class NotOwner(Forbidden):
+    code = "not_owner"
+    message = "Only the owner can do this"
+
+
+class InvalidVisibility(BadRequest):
+    code = "invalid_visibility"
+    message = "Invalid visibility value. Must be 'public' or 'private'."
+
+
+class NoCharacters(NotFound):
+    code = "no_characters"
+    message = "This timepoint has no character data"
+
+
+class NoImage(NotFound):
+    code = "no_image"
+    message = "This timepoint has no image"
+
+
+class GenerationTimedOut(TollhouseError):
+    status_code = 504
+    code = "generation_timeout"
+    message = "The generation did not finish in time; nothing was charged."
+
+
+class GenerationFailed(TollhouseError):
+    status_code = 500
+    code = "generation_error"
+    message = "The generation failed; nothing was charged."

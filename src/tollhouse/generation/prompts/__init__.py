@@ -1,0 +1,1 @@
+"""One system prompt and one user-prompt builder per agent (the agents live in `agents/`)."""

@@ -1,0 +1,95 @@
+"""Timepoint queries, always scoped by project."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Select, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tollhouse.generation.models import GenerationLog, Timepoint
+
+
+async def by_id(
+    session: AsyncSession, project_id: str, timepoint_id: uuid.UUID
+) -> Timepoint | None:
+    return await session.scalar(
+        select(Timepoint).where(Timepoint.project_id == project_id, Timepoint.id == timepoint_id)
+    )
+
+
+async def by_slug(session: AsyncSession, project_id: str, slug: str) -> Timepoint | None:
+    return await session.scalar(
+        select(Timepoint).where(Timepoint.project_id == project_id, Timepoint.slug == slug)
+    )
+
+
+async def slug_taken(session: AsyncSession, slug: str) -> bool:
+    return await session.scalar(select(Timepoint.id).where(Timepoint.slug == slug)) is not None
+
+
+def visible_filter(viewer_id: uuid.UUID | None) -> ColumnElement[bool]:
+    """Public rows, plus the viewer's own."""
+    if viewer_id is None:
+        return Timepoint.visibility == "public"
+    return or_(Timepoint.visibility == "public", Timepoint.user_id == viewer_id)
+
+
+async def page(
+    session: AsyncSession,
+    query: Select[Timepoint],
+    page_number: int,
+    page_size: int,
+) -> tuple[Sequence[Timepoint], int]:
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(
+        query.order_by(Timepoint.created_at.desc(), Timepoint.id.desc())
+        .limit(page_size)
+        .offset((page_number - 1) * page_size)
+    )
+    return rows.all(), total
+
+
+def listing(
+    project_id: str,
+    *,
+    status: str | None,
+    where: Sequence[ColumnElement[bool]] = (),
+) -> Select[Timepoint]:
+    """Not-deleted timepoints of a project, optionally of one status."""
+    query = select(Timepoint).where(
+        Timepoint.project_id == project_id, Timepoint.is_deleted.is_(False), *where
+    )
+    if status is not None:
+        query = query.where(Timepoint.status == status)
+    return query
+
+
+async def of_user(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Timepoint]:
+    """Every timepoint of a user, soft-deleted ones included (for their export)."""
+    rows = await session.scalars(
+        select(Timepoint).where(Timepoint.user_id == user_id).order_by(Timepoint.created_at)
+    )
+    return rows.all()
+
+
+async def remove(session: AsyncSession, timepoint_id: uuid.UUID) -> None:
+    await session.execute(delete(Timepoint).where(Timepoint.id == timepoint_id))
+
+
+async def fail_abandoned(
+    session: AsyncSession, started_before: datetime, now: datetime, error: str
+) -> int:
+    """Processing rows whose process died: failed (their holds expire on their own)."""
+    result = await session.execute(
+        update(Timepoint)
+        .where(Timepoint.status == "processing", Timepoint.created_at < started_before)
+        .values(status="failed", error_message=error, updated_at=now)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def add_logs(session: AsyncSession, logs: Sequence[GenerationLog]) -> None:
+    session.add_all(logs)

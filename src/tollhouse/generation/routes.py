@@ -1,0 +1,329 @@
+"""/api/v1/timepoints: generate (async, sync, stream), read, list, follow, change, delete.
+
+Every generate route checks, in order, before anything is charged: a provider is configured
+(503), the request and its model policy are valid (422), the callback URL is allowed (400);
+then it holds the preset's price (402 when short) and starts the one run task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from tollhouse.db.session import SessionDep
+from tollhouse.generation import runs, service, views
+from tollhouse.generation.callbacks import validate_callback_url
+from tollhouse.generation.errors import (
+    GenerationFailed,
+    GenerationTimedOut,
+    NoCharacters,
+    NoImage,
+)
+from tollhouse.generation.events import GenerationEvent
+from tollhouse.generation.models import Timepoint
+from tollhouse.generation.runs import Generations, Job
+from tollhouse.generation.schemas import (
+    CharactersResponse,
+    Deleted,
+    GenerateRequest,
+    GenerationStarted,
+    TimepointPage,
+    TimepointResponse,
+    TimepointSummaryPage,
+    VisibilityUpdate,
+)
+from tollhouse.identity.caller import Caller, GatewayCaller, UserCaller
+from tollhouse.kit import sse
+from tollhouse.ledger.charging import hold_charge
+from tollhouse.ledger.costs import generation_cost_key
+
+router = APIRouter(prefix="/api/v1/timepoints", tags=["timepoints"])
+mine = APIRouter(prefix="/api/v1/users/me", tags=["timepoints"])
+
+Page = Annotated[int, Query(ge=1)]
+PageSize = Annotated[int, Query(ge=1, le=100)]
+StatusFilter = Annotated[Literal["processing", "completed", "failed"] | None, Query()]
+
+
+def generations(request: Request) -> Generations:
+    value: Generations = request.app.state.generation
+    return value
+
+
+async def _begin(
+    body: GenerateRequest,
+    request: Request,
+    caller: Caller,
+    session: SessionDep,
+    *,
+    callback_url: str | None = None,
+) -> tuple[Job, asyncio.Task[runs.Outcome]]:
+    domain = generations(request)
+    domain.require_provider()
+    plan = domain.plan(body)
+    if callback_url is not None:
+        await validate_callback_url(
+            callback_url, allow_private=domain.settings.private_urls_allowed
+        )
+    timepoint_id = uuid.uuid4()
+    preset = plan.preset.name
+    charge = await hold_charge(
+        request,
+        caller,
+        session,
+        generation_cost_key(preset),
+        "generation",
+        reference_id=str(timepoint_id),
+        description=f"Generate ({preset}): {body.query[:60]}",
+        ttl=domain.hold_ttl,
+    )
+    session.add(
+        service.new_timepoint(
+            caller,
+            timepoint_id,
+            body.query,
+            preset,
+            visibility=body.visibility,
+            generate_image=body.generate_image,
+        )
+    )
+    # Committed before the run starts: its task saves the row in a session of its own.
+    await session.commit()
+    job = Job(
+        timepoint_id=timepoint_id,
+        request=plan,
+        charge=charge,
+        preset_label=body.preset or preset,
+        callback_url=callback_url,
+        request_context=body.request_context,
+    )
+    return job, domain.start(job)
+
+
+@router.post("/generate", response_model=GenerationStarted)
+async def generate(
+    body: GenerateRequest, request: Request, caller: GatewayCaller, session: SessionDep
+) -> GenerationStarted:
+    """Start a generation in the background; `callback_url` is told when it ends."""
+    job, _ = await _begin(body, request, caller, session, callback_url=body.callback_url)
+    return GenerationStarted(
+        id=job.timepoint_id,
+        status="processing",
+        message=f"Generation started for '{body.query}'",
+        request_context=body.request_context,
+    )
+
+
+@router.post("/generate/sync", response_model=TimepointResponse)
+async def generate_sync(
+    body: GenerateRequest, request: Request, caller: GatewayCaller, session: SessionDep
+) -> TimepointResponse:
+    """Generate and answer with the whole timepoint (504 after GENERATION_TIMEOUT_SECONDS)."""
+    domain = generations(request)
+    job, task = await _begin(body, request, caller, session)
+    # Shielded: a client that hangs up does not cancel the run.
+    outcome = await asyncio.shield(task)
+    if outcome.interrupted == runs.TIMED_OUT:
+        raise GenerationTimedOut(outcome.error)
+    if outcome.interrupted is not None:
+        raise GenerationFailed(outcome.error)
+    timepoint = await service.find(session, caller, job.timepoint_id)
+    await session.refresh(timepoint)
+    return views.response(timepoint, domain.links, full=True, request_context=body.request_context)
+
+
+def _frames(events: AsyncIterator[GenerationEvent], keepalive: float) -> AsyncIterator[bytes]:
+    async def encoded() -> AsyncIterator[bytes]:
+        async for event in events:
+            yield sse.frame(event.to_json())
+
+    return sse.with_keepalive(encoded(), keepalive)
+
+
+def _event_stream(domain: Generations, timepoint_id: uuid.UUID) -> StreamingResponse:
+    return StreamingResponse(
+        _frames(domain.bus.follow(runs.topic(timepoint_id)), domain.settings.sse_keepalive_seconds),
+        media_type=sse.MEDIA_TYPE,
+        headers=sse.HEADERS,
+    )
+
+
+@router.post("/generate/stream")
+async def generate_stream(
+    body: GenerateRequest, request: Request, caller: GatewayCaller, session: SessionDep
+) -> StreamingResponse:
+    """Generate, sending an SSE frame per finished step; errors before the stream are JSON."""
+    job, _ = await _begin(body, request, caller, session)
+    return _event_stream(generations(request), job.timepoint_id)
+
+
+@router.get("", response_model=TimepointPage)
+async def list_timepoints(
+    request: Request,
+    caller: GatewayCaller,
+    session: SessionDep,
+    page: Page = 1,
+    page_size: PageSize = 20,
+    status: StatusFilter = None,
+    visibility: Annotated[Literal["public", "private"] | None, Query()] = None,
+) -> TimepointPage:
+    rows, total = await service.list_visible(
+        session, caller, page=page, page_size=page_size, status=status, visibility=visibility
+    )
+    links = generations(request).links
+    return TimepointPage(
+        items=[views.response(row, links) for row in rows],
+        total=total,
+        page=page,
+        page_size=page_size,
+    )
+
+
+async def _view(
+    request: Request, timepoint: Timepoint, *, full: bool, include_image: bool
+) -> TimepointResponse:
+    domain = generations(request)
+    image: bytes | None = None
+    if include_image and timepoint.image_key is not None:
+        stored = await domain.storage.get(timepoint.image_key)
+        image = stored.data if stored is not None else None
+    return views.response(timepoint, domain.links, full=full, image=image)
+
+
+@router.get("/slug/{slug}", response_model=TimepointResponse)
+async def get_by_slug(
+    slug: str,
+    request: Request,
+    caller: GatewayCaller,
+    session: SessionDep,
+    full: bool = False,
+    include_image: bool = False,
+) -> TimepointResponse:
+    timepoint = await service.find_visible_by_slug(session, caller, slug)
+    return await _view(request, timepoint, full=full, include_image=include_image)
+
+
+@router.get("/{timepoint_id}", response_model=TimepointResponse)
+async def get_timepoint(
+    timepoint_id: uuid.UUID,
+    request: Request,
+    caller: GatewayCaller,
+    session: SessionDep,
+    full: bool = False,
+    include_image: bool = False,
+) -> TimepointResponse:
+    timepoint = await service.find_visible(session, caller, timepoint_id)
+    return await _view(request, timepoint, full=full, include_image=include_image)
+
+
+@router.get("/{timepoint_id}/characters", response_model=CharactersResponse)
+async def get_characters(
+    timepoint_id: uuid.UUID, caller: GatewayCaller, session: SessionDep
+) -> CharactersResponse:
+    timepoint = await service.find_visible(session, caller, timepoint_id)
+    characters = views.characters(timepoint)
+    if characters is None:
+        raise NoCharacters()
+    return characters
+
+
+@router.get("/{timepoint_id}/image")
+async def get_image(
+    timepoint_id: uuid.UUID, request: Request, caller: GatewayCaller, session: SessionDep
+) -> Response:
+    """The scene's image bytes, under the same visibility rules as the timepoint."""
+    timepoint = await service.find_visible(session, caller, timepoint_id)
+    stored = None
+    if timepoint.image_key is not None:
+        stored = await generations(request).storage.get(timepoint.image_key)
+    if stored is None:
+        raise NoImage()
+    cache = "public, max-age=3600" if timepoint.visibility == "public" else "private, no-store"
+    return Response(stored.data, media_type=stored.content_type, headers={"Cache-Control": cache})
+
+
+@router.get("/{timepoint_id}/stream")
+async def follow_timepoint(
+    timepoint_id: uuid.UUID, request: Request, caller: GatewayCaller, session: SessionDep
+) -> StreamingResponse:
+    """Replay a generation's events so far and follow the rest, from any replica."""
+    domain = generations(request)
+    timepoint = await service.find_visible(session, caller, timepoint_id)
+    if timepoint.status == "processing" or await domain.bus.has(runs.topic(timepoint_id)):
+        return _event_stream(domain, timepoint_id)
+    # Finished long ago (its events expired): its ending is all there is to tell.
+    done = GenerationEvent(
+        "done",
+        "complete",
+        {
+            "timepoint_id": str(timepoint.id),
+            "slug": timepoint.slug,
+            "status": timepoint.status,
+            "year": timepoint.year,
+            "location": timepoint.location,
+            "total_latency_ms": timepoint.generation_time_ms,
+            "has_image": timepoint.image_key is not None,
+            "saved": True,
+        },
+        100,
+        timepoint.error_message,
+    )
+
+    async def once() -> AsyncIterator[GenerationEvent]:
+        yield done
+
+    return StreamingResponse(
+        _frames(once(), domain.settings.sse_keepalive_seconds),
+        media_type=sse.MEDIA_TYPE,
+        headers=sse.HEADERS,
+    )
+
+
+@router.patch("/{timepoint_id}/visibility", response_model=TimepointResponse)
+async def change_visibility(
+    timepoint_id: uuid.UUID,
+    body: VisibilityUpdate,
+    request: Request,
+    caller: GatewayCaller,
+    session: SessionDep,
+) -> TimepointResponse:
+    timepoint = await service.set_visibility(session, caller, timepoint_id, body.visibility)
+    return views.response(timepoint, generations(request).links, full=True)
+
+
+@router.delete("/{timepoint_id}", response_model=Deleted)
+async def delete_timepoint(
+    timepoint_id: uuid.UUID,
+    request: Request,
+    caller: GatewayCaller,
+    session: SessionDep,
+    permanent: bool = False,
+) -> Deleted:
+    timepoint = await service.delete(session, caller, timepoint_id, permanent=permanent)
+    if permanent and timepoint.image_key is not None:
+        # After the commit: a request that fails must not lose the image of a row it kept.
+        await session.commit()
+        await generations(request).storage.delete(timepoint.image_key)
+    kind = "permanently deleted" if permanent else "soft-deleted"
+    return Deleted(id=timepoint_id, deleted=True, message=f"Timepoint {timepoint_id} {kind}")
+
+
+@mine.get("/timepoints", response_model=TimepointSummaryPage)
+async def my_timepoints(
+    caller: UserCaller,
+    session: SessionDep,
+    page: Page = 1,
+    page_size: PageSize = 20,
+    status: StatusFilter = None,
+) -> TimepointSummaryPage:
+    rows, total = await service.list_own(
+        session, caller, page=page, page_size=page_size, status=status
+    )
+    return TimepointSummaryPage(
+        items=[views.summary(row) for row in rows], total=total, page=page, page_size=page_size
+    )

@@ -1,0 +1,401 @@
+"""Running generations: one background task per timepoint, whoever asked for it.
+
+Sync, async and streamed requests all start the same task; they differ only in how they
+wait (the sync route awaits it, the stream route follows its events, the async route
+returns at once). The task owns the money: it captures the hold when the timepoint
+completes and releases it on every other ending — a failed run, a timeout, an exception,
+a server shutdown. A client that goes away changes nothing: the run completes, is charged,
+and can be fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from tollhouse.config import Settings
+from tollhouse.db.engine import Database
+from tollhouse.generation import repository, service, views
+from tollhouse.generation.callbacks import CallbackSender
+from tollhouse.generation.context import RunLLM, SceneContext, SceneRequest
+from tollhouse.generation.events import EventBus, GenerationEvent
+from tollhouse.generation.llm.base import Sampling
+from tollhouse.generation.llm.router import LLMRouter, NoLLMProvider
+from tollhouse.generation.models import Timepoint
+from tollhouse.generation.pipeline import RunResult, StepOutcome
+from tollhouse.generation.presets import (
+    DEFAULT_PRESET,
+    Preset,
+    check_permissive,
+    load_presets,
+)
+from tollhouse.generation.scene import SceneRecord, scene_graph, scene_record
+from tollhouse.generation.schemas import GenerateRequest
+from tollhouse.kit.clock import utcnow
+from tollhouse.kit.storage import Storage
+from tollhouse.ledger.charging import Charge
+
+log = structlog.get_logger("tollhouse.generation")
+
+TIMED_OUT = "timed_out"
+STOPPED = "Generation stopped: the server shut down"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a run ended, for whoever waits on it (the sync route)."""
+
+    timepoint_id: uuid.UUID
+    status: str
+    error: str | None = None
+    # "timed_out" or "exception" when the run did not end on its own.
+    interrupted: str | None = None
+
+
+@dataclass(slots=True)
+class Job:
+    timepoint_id: uuid.UUID
+    request: SceneRequest
+    charge: Charge
+    preset_label: str
+    callback_url: str | None = None
+    request_context: dict[str, Any] | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def topic(timepoint_id: uuid.UUID) -> str:
+    return str(timepoint_id)
+
+
+class Generations:
+    """The generation domain's process-wide parts (app.state.generation)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        router: LLMRouter,
+        bus: EventBus,
+        storage: Storage,
+        callbacks: CallbackSender,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.router = router
+        self.bus = bus
+        self.storage = storage
+        self.callbacks = callbacks
+        self.presets: dict[str, Preset] = load_presets(settings.generation_presets)
+        self.links = views.Links(settings.share_url_base, settings.public_base_url)
+        self._tasks: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
+        self._extra: set[asyncio.Task[Any]] = set()
+
+    @property
+    def hold_ttl(self) -> timedelta:
+        """Longer than any run, so the sweeper only ever releases holds of dead processes."""
+        return timedelta(seconds=self.settings.generation_timeout_seconds + 120)
+
+    def require_provider(self) -> None:
+        if not self.router.configured:
+            raise NoLLMProvider()
+
+    def plan(self, body: GenerateRequest) -> SceneRequest:
+        """The request resolved against its preset and the model policy (422 on a violation)."""
+        permissive = body.model_policy == "permissive"
+        if permissive:
+            check_permissive(body.text_model, body.image_model)
+        preset = self.presets.get(body.preset or DEFAULT_PRESET) or self.presets[DEFAULT_PRESET]
+        if body.preset and body.preset not in self.presets:
+            log.info("unknown_preset", preset=body.preset, used=preset.name)
+        if permissive:
+            preset = preset.model_copy(update={"batch_dialog": True})
+        text_model = body.text_model or (
+            self.settings.permissive_text_model if permissive else preset.text_model
+        )
+        image_model = body.image_model or (
+            self.settings.permissive_image_model if permissive else preset.image_model
+        )
+        params = body.llm_params
+        max_tokens = preset.max_tokens if body.preset or not permissive else 2048
+        sampling = Sampling(
+            temperature=params.temperature if params else None,
+            max_tokens=(params.max_tokens if params and params.max_tokens else max_tokens),
+            top_p=params.top_p if params else None,
+            top_k=params.top_k if params else None,
+            frequency_penalty=params.frequency_penalty if params else None,
+            presence_penalty=params.presence_penalty if params else None,
+            repetition_penalty=params.repetition_penalty if params else None,
+            stop=tuple(params.stop or ()) if params else (),
+            thinking_level=(params.thinking_level if params else None) or preset.thinking,
+        )
+        return SceneRequest(
+            query=body.query,
+            preset=preset,
+            text_model=text_model,
+            image_model=image_model,
+            judge_model=body.text_model or preset.judge_model or text_model,
+            sampling=sampling,
+            generate_image=body.generate_image,
+            permissive=permissive,
+            system_prompt_prefix=(params.system_prompt_prefix or "") if params else "",
+            system_prompt_suffix=(params.system_prompt_suffix or "") if params else "",
+            entity_ids=tuple(body.entity_ids),
+        )
+
+    def start(self, job: Job) -> asyncio.Task[Outcome]:
+        task = asyncio.create_task(self._run(job), name=f"generation:{job.timepoint_id}")
+        self._tasks[job.timepoint_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job.timepoint_id, None))
+        return task
+
+    def running(self, timepoint_id: uuid.UUID) -> bool:
+        return timepoint_id in self._tasks
+
+    async def _publish(self, job: Job, event: GenerationEvent) -> None:
+        try:
+            await self.bus.publish(topic(job.timepoint_id), event)
+        except Exception:  # followers miss a frame; the run and its row are unaffected
+            log.exception("event_publish_failed", timepoint_id=str(job.timepoint_id))
+
+    async def _run(self, job: Job) -> Outcome:
+        request = job.request
+        await self._publish(
+            job,
+            GenerationEvent(
+                "start",
+                "initialization",
+                {
+                    "query": request.query,
+                    "generate_image": request.generate_image,
+                    "preset": job.preset_label,
+                },
+                0,
+                None,
+            ),
+        )
+        context = SceneContext(request, RunLLM(self.router, request))
+
+        async def on_step(outcome: StepOutcome) -> None:
+            if outcome.status == "completed":
+                data = {"latency_ms": outcome.latency_ms, "model_used": outcome.stats.model}
+                event = GenerationEvent("step_complete", outcome.name, data, outcome.progress, None)
+            else:
+                event = GenerationEvent(
+                    "step_error", outcome.name, None, outcome.progress, outcome.error
+                )
+            await self._publish(job, event)
+
+        result: RunResult | None = None
+        interrupted: str | None = None
+        error: str | None = None
+        try:
+            async with asyncio.timeout(self.settings.generation_timeout_seconds):
+                result = await scene_graph().run(context, on_step)
+            error = result.error
+        except TimeoutError:
+            interrupted = TIMED_OUT
+            error = (
+                f"Generation timed out after {self.settings.generation_timeout_seconds:g} seconds"
+            )
+        except asyncio.CancelledError:
+            await self._interrupted(job, STOPPED)
+            raise
+        except Exception as exc:
+            log.exception("generation_crashed", timepoint_id=str(job.timepoint_id))
+            interrupted = "exception"
+            error = f"{type(exc).__name__}: {exc}"
+        return await self._finish(job, context, result, error, interrupted)
+
+    async def _finish(
+        self,
+        job: Job,
+        context: SceneContext,
+        result: RunResult | None,
+        error: str | None,
+        interrupted: str | None,
+    ) -> Outcome:
+        status = "failed" if error is not None else "completed"
+        elapsed_ms = round((time.perf_counter() - job.started) * 1000)
+        record = (
+            scene_record(context.results, entity_ids=job.request.entity_ids)
+            if status == "completed"
+            else None
+        )
+        try:
+            image_key = await self._store_image(job, record)
+            async with self.database.session() as session:
+                timepoint = await service.save_finished(
+                    session,
+                    job.timepoint_id,
+                    self._finished(job, status, error, record, image_key, elapsed_ms, result),
+                )
+                slug, year, location = timepoint.slug, timepoint.year, timepoint.location
+                await session.commit()
+        except Exception as exc:
+            log.exception("generation_save_failed", timepoint_id=str(job.timepoint_id))
+            await job.charge.release()
+            await self._publish(
+                job,
+                GenerationEvent(
+                    "error",
+                    "database_save",
+                    {
+                        "timepoint_id": str(job.timepoint_id),
+                        "status": "save_failed",
+                        "total_latency_ms": elapsed_ms,
+                        "saved": False,
+                    },
+                    0,
+                    f"{type(exc).__name__}: {exc}",
+                ),
+            )
+            await self._callback(job, None, f"{type(exc).__name__}: {exc}")
+            return Outcome(job.timepoint_id, "failed", str(exc), "exception")
+        await (job.charge.capture() if status == "completed" else job.charge.release())
+        await self._publish(
+            job,
+            GenerationEvent(
+                "done",
+                "complete",
+                {
+                    "timepoint_id": str(job.timepoint_id),
+                    "slug": slug,
+                    "status": status,
+                    "year": year,
+                    "location": location,
+                    "total_latency_ms": elapsed_ms,
+                    "has_image": image_key is not None,
+                    "saved": True,
+                },
+                100,
+                error if status == "failed" else None,
+            ),
+        )
+        await self._callback(job, status, error)
+        return Outcome(job.timepoint_id, status, error, interrupted)
+
+    def _finished(
+        self,
+        job: Job,
+        status: str,
+        error: str | None,
+        record: SceneRecord | None,
+        image_key: str | None,
+        elapsed_ms: int,
+        result: RunResult | None,
+    ) -> service.Finished:
+        payload: dict[str, Any] | None = None
+        fields: dict[str, Any] = {}
+        if record is not None:
+            fields = {
+                "year": record.year,
+                "month": record.month,
+                "day": record.day,
+                "season": record.season,
+                "time_of_day": record.time_of_day,
+                "era": record.era,
+                "location": record.location,
+            }
+            payload = {
+                "query": job.request.query,
+                **fields,
+                **record.payload,
+                "text_model_used": job.request.text_model,
+                "image_model_used": job.request.image_model if image_key else None,
+                "model_permissiveness": "permissive" if job.request.permissive else None,
+            }
+        return service.Finished(
+            status=status,
+            error=error,
+            fields=fields,
+            payload=payload,
+            text_model=job.request.text_model,
+            image_model=job.request.image_model if image_key else None,
+            image_key=image_key,
+            image_content_type=record.image.content_type if record and record.image else None,
+            generation_time_ms=elapsed_ms,
+            outcomes=list(result.outcomes.values()) if result else [],
+        )
+
+    async def _store_image(self, job: Job, record: SceneRecord | None) -> str | None:
+        if record is None or record.image is None:
+            return None
+        extension = record.image.content_type.rsplit("/", 1)[-1].replace("jpeg", "jpg")
+        key = f"timepoints/{job.timepoint_id}/image.{extension}"
+        await self.storage.put(key, record.image.data, record.image.content_type)
+        return key
+
+    async def _interrupted(self, job: Job, error: str) -> None:
+        """The task was cancelled (shutdown): fail the row, refund, tell followers."""
+        with contextlib.suppress(Exception):
+            async with self.database.session() as session:
+                timepoint = await session.get(Timepoint, job.timepoint_id)
+                if timepoint is not None and timepoint.status == "processing":
+                    timepoint.status = "failed"
+                    timepoint.error_message = error
+                    timepoint.updated_at = utcnow()
+                    await session.commit()
+        with contextlib.suppress(Exception):
+            await job.charge.release()
+        await self._publish(job, GenerationEvent("error", "shutdown", None, 0, error))
+
+    async def _callback(self, job: Job, status: str | None, error: str | None) -> None:
+        if job.callback_url is None:
+            return
+        if status == "completed" or status == "failed":
+            async with self.database.session() as session:
+                timepoint = await session.get(Timepoint, job.timepoint_id)
+                assert timepoint is not None
+                body = views.response(
+                    timepoint, self.links, full=True, request_context=job.request_context
+                )
+            payload: dict[str, Any] = body.model_dump(mode="json")
+        else:
+            payload = {
+                "id": str(job.timepoint_id),
+                "status": "failed",
+                "error": error,
+                "request_context": job.request_context,
+            }
+        self.background(self.callbacks.send(job.callback_url, payload))
+
+    def background(self, work: Any) -> None:
+        """Work that outlives the run (callback retries); cancelled on shutdown."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(work)
+        self._extra.add(task)
+        task.add_done_callback(self._extra.discard)
+
+    async def wait(self, timepoint_id: uuid.UUID) -> None:
+        """Until a run of this process has ended (tests and shutdown)."""
+        task = self._tasks.get(timepoint_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+
+    async def sweep_abandoned(self) -> int:
+        """Rows left processing by a process that died: failed (their holds expire alone)."""
+        cutoff = utcnow() - self.hold_ttl
+        async with self.database.session() as session:
+            count = await repository.fail_abandoned(
+                session, cutoff, utcnow(), "Generation was interrupted before it finished"
+            )
+            await session.commit()
+        return count
+
+    async def close(self) -> None:
+        """Shutdown: stop every run (each refunds itself), then the clients."""
+        tasks = [*self._tasks.values(), *self._extra]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.callbacks.close()
+        await self.router.close()
+        await self.bus.close()
+        await self.storage.close()

@@ -1,0 +1,127 @@
+"""Timepoint rows as the wire shows them (TimepointResponse, summaries, characters)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from tollhouse.generation.models import Timepoint
+from tollhouse.generation.presets import model_permissiveness, model_provider
+from tollhouse.generation.schemas import (
+    CharactersResponse,
+    CharacterView,
+    TimepointResponse,
+    TimepointSummary,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """Where links point: SHARE_URL_BASE for share pages, PUBLIC_BASE_URL for images."""
+
+    share_url_base: str | None
+    public_base_url: str | None
+
+    def share_url(self, timepoint: Timepoint) -> str | None:
+        if not self.share_url_base or timepoint.visibility != "public":
+            return None
+        return f"{self.share_url_base.rstrip('/')}/{timepoint.slug}"
+
+    def image_url(self, timepoint: Timepoint) -> str | None:
+        if timepoint.image_key is None:
+            return None
+        base = (self.public_base_url or "").rstrip("/")
+        return f"{base}/api/v1/timepoints/{timepoint.id}/image"
+
+
+def _payload(timepoint: Timepoint, key: str) -> Any:
+    return (timepoint.tdf_payload or {}).get(key)
+
+
+def response(
+    timepoint: Timepoint,
+    links: Links,
+    *,
+    full: bool = False,
+    image: bytes | None = None,
+    request_context: dict[str, Any] | None = None,
+) -> TimepointResponse:
+    body = TimepointResponse(
+        id=timepoint.id,
+        query=timepoint.query,
+        slug=timepoint.slug,
+        status=timepoint.status,
+        year=timepoint.year,
+        month=timepoint.month,
+        day=timepoint.day,
+        season=timepoint.season,
+        time_of_day=timepoint.time_of_day,
+        era=timepoint.era,
+        location=timepoint.location,
+        has_image=timepoint.image_key is not None,
+        image_url=links.image_url(timepoint),
+        image_base64=base64.b64encode(image).decode() if image is not None else None,
+        text_model_used=timepoint.text_model_used,
+        image_model_used=timepoint.image_model_used,
+        created_at=timepoint.created_at,
+        error=timepoint.error_message,
+        is_deleted=timepoint.is_deleted,
+        sequence_id=timepoint.sequence_id,
+        tags=list(timepoint.tags or []),
+        visibility="private" if timepoint.visibility == "private" else "public",
+        share_url=links.share_url(timepoint),
+        preset_used=timepoint.preset,
+        generation_time_ms=timepoint.generation_time_ms,
+        model_provider=model_provider(timepoint.text_model_used),
+        model_permissiveness=model_permissiveness(timepoint.text_model_used),
+        request_context=request_context,
+    )
+    if full:
+        body.image_prompt = _payload(timepoint, "optimized_prompt") or _payload(
+            timepoint, "image_prompt"
+        )
+        body.metadata = {
+            "graph": _payload(timepoint, "graph_data"),
+            "camera": _payload(timepoint, "camera_data"),
+            "image_prompt_data": _payload(timepoint, "image_prompt_data"),
+        }
+        body.characters = _payload(timepoint, "character_data")
+        body.scene = _payload(timepoint, "scene_data")
+        body.dialog = _payload(timepoint, "dialog")
+        body.grounding = _payload(timepoint, "grounding_data")
+        body.moment = _payload(timepoint, "moment_data")
+    return body
+
+
+def summary(timepoint: Timepoint) -> TimepointSummary:
+    return TimepointSummary(
+        id=timepoint.id,
+        query=timepoint.query,
+        slug=timepoint.slug,
+        status=timepoint.status,
+        year=timepoint.year,
+        location=timepoint.location,
+        has_image=timepoint.image_key is not None,
+        visibility="private" if timepoint.visibility == "private" else "public",
+        created_at=timepoint.created_at,
+    )
+
+
+def characters(timepoint: Timepoint) -> CharactersResponse | None:
+    """None when the timepoint holds no character data."""
+    data = _payload(timepoint, "character_data")
+    people = data.get("characters") if isinstance(data, dict) else None
+    if not people:
+        return None
+    views = [CharacterView.model_validate(person) for person in people]
+    return CharactersResponse(
+        timepoint_id=timepoint.id,
+        query=timepoint.query,
+        year=timepoint.year,
+        location=timepoint.location,
+        era=timepoint.era,
+        total_characters=len(views),
+        speaking_characters=sum(1 for view in views if view.speaks_in_scene),
+        characters=views,
+    )

@@ -1,0 +1,637 @@
+"""Scene generation through the HTTP API, on SQLite and PostgreSQL: Tollhouse under uvicorn
+(real SSE over a socket), the real `openai` SDK talking to the scripted LLM peer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from conftest import make_settings
+from llm_peer import LLMPeer
+from llm_script import Script
+from scene_script import QUERY, script_scene
+from support import ADMIN_KEY, SERVICE, as_user, assert_error, resolve, serving
+from tollhouse.app import create_app
+
+pytestmark = pytest.mark.anyio
+
+GENERATE = "/api/v1/timepoints/generate"
+ADMIN = {"X-Admin-Key": ADMIN_KEY}
+REJECTED = {
+    "query_type": "invalid",
+    "is_valid": False,
+    "cleaned_query": "asdf",
+    "confidence": 0.9,
+    "reason": "not a moment in time",
+    "suggested_query": None,
+    "detected_year": None,
+    "detected_location": None,
+    "detected_figures": [],
+    "unsafe": False,
+}
+
+
+@dataclass
+class Gen:
+    http: httpx.AsyncClient
+    app: FastAPI
+    script: Script
+
+    async def finished(self, timepoint_id: str) -> dict[str, Any]:
+        """Wait for the run, then the timepoint as its owner-agnostic admin sees it."""
+        await self.app.state.generation.wait(uuid.UUID(timepoint_id))
+        response = await self.http.get(
+            f"/api/v1/timepoints/{timepoint_id}", params={"full": "true"}, headers=ADMIN
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def moves(self, user: str) -> list[tuple[int, str]]:
+        """The user's ledger rows after the sign-up grant, newest first: (amount, type)."""
+        response = await self.http.get("/api/v1/credits/history", headers=as_user(user))
+        assert response.status_code == 200, response.text
+        return [(r["amount"], r["type"]) for r in response.json() if r["type"] != "signup_bonus"]
+
+    async def balance(self, user: str) -> int:
+        response = await self.http.get("/api/v1/credits/balance", headers=as_user(user))
+        assert response.status_code == 200, response.text
+        return int(response.json()["balance"])
+
+
+MakeGen = Callable[..., Awaitable[Gen]]
+
+
+@pytest.fixture
+async def make_gen(database_url: str, tmp_path: Path, llm_peer: LLMPeer) -> AsyncIterator[MakeGen]:
+    stack: list[tuple[Any, httpx.AsyncClient]] = []
+
+    async def factory(*, provider: bool = True, **overrides: Any) -> Gen:
+        values: dict[str, Any] = {"llm_max_retries": 0, "llm_retry_backoff_seconds": 0}
+        if provider:
+            values |= {"llm_base_url": llm_peer.openai_base_url, "llm_api_key": "peer-key"}
+        app = create_app(make_settings(database_url, tmp_path, **(values | overrides)))
+        server = serving(app)
+        url = await server.__aenter__()
+        http = httpx.AsyncClient(base_url=url, timeout=30)
+        stack.append((server, http))
+        return Gen(http, app, llm_peer.script)
+
+    yield factory
+    for server, http in reversed(stack):
+        await http.aclose()
+        await server.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def gen(make_gen: MakeGen, llm_peer: LLMPeer) -> Gen:
+    script_scene(llm_peer.script)
+    return await make_gen()
+
+
+def frames(text: str) -> list[dict[str, Any]]:
+    """The `data:` frames of an SSE body (keep-alive comments skipped)."""
+    out = []
+    for block in text.split("\n\n"):
+        if block.startswith("data: "):
+            out.append(json.loads(block.removeprefix("data: ")))
+    return out
+
+
+# --- before anything is charged ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["", "/sync", "/stream"])
+async def test_without_a_provider_every_generate_route_says_what_to_set_and_charges_nothing(
+    make_gen: MakeGen, path: str
+) -> None:
+    gen = await make_gen(provider=False)
+    user = await resolve(gen.http, "nobody-configured")
+    response = await gen.http.post(GENERATE + path, json={"query": QUERY}, headers=as_user(user))
+    body = assert_error(response, 503, "no_llm_provider")
+    assert "OPENROUTER_API_KEY" in body["message"]
+    assert "LLM_BASE_URL" in body["message"]
+    assert await gen.moves(user) == []
+    assert await gen.balance(user) == 50
+    health = (await gen.http.get("/health")).json()
+    assert health["providers"] == {"google": False, "openrouter": False, "compatible": False}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": "ab"},
+        {"query": "x" * 501},
+        {"query": "   ab   "},
+        {},
+        {"query": QUERY, "visibility": "secret"},
+        {"query": QUERY, "llm_params": {"temperature": 3}},
+        {"query": QUERY, "llm_params": {"max_tokens": 0}},
+        {"query": QUERY, "llm_params": {"stop": ["a", "b", "c", "d", "e"]}},
+        {"query": QUERY, "llm_params": {"system_prompt_prefix": "x" * 2001}},
+        {"query": QUERY, "llm_params": {"seed": 1}},
+        {"query": QUERY, "model_policy": "strict"},
+        {"query": QUERY, "generate_image": "maybe"},
+    ],
+)
+async def test_invalid_requests_are_422_and_charge_nothing(gen: Gen, body: dict[str, Any]) -> None:
+    user = await resolve(gen.http, "validator")
+    response = await gen.http.post(GENERATE, json=body, headers=as_user(user))
+    assert_error(response, 422, "validation_error")
+    assert await gen.moves(user) == []
+
+
+async def test_permissive_policy_refuses_a_restricted_model_with_422(gen: Gen) -> None:
+    user = await resolve(gen.http, "permissive")
+    response = await gen.http.post(
+        GENERATE,
+        json={"query": QUERY, "model_policy": "permissive", "text_model": "openai/gpt-4o"},
+        headers=as_user(user),
+    )
+    body = assert_error(response, 422, "restricted_model")
+    assert body["detail"]["restricted"] == ["openai/gpt-4o"]
+    assert await gen.moves(user) == []
+    assert gen.script.calls == []
+
+
+async def test_the_pre_check_uses_the_presets_own_price(
+    make_gen: MakeGen, llm_peer: LLMPeer
+) -> None:
+    """hd costs 10: a balance of 7 is a 402 up front (the original answered 500 and refunded
+    credits it never took)."""
+    script_scene(llm_peer.script)
+    gen = await make_gen(signup_credits=7)
+    user = await resolve(gen.http, "short")
+    response = await gen.http.post(
+        GENERATE + "/sync", json={"query": QUERY, "preset": "hd"}, headers=as_user(user)
+    )
+    assert_error(response, 402, "insufficient_credits")
+    assert await gen.balance(user) == 7
+    assert await gen.moves(user) == []
+    mine = await gen.http.get("/api/v1/users/me/timepoints", headers=as_user(user))
+    assert mine.json()["total"] == 0
+    assert gen.script.calls == []
+
+
+async def test_a_callback_url_that_is_not_https_is_refused_before_charging(gen: Gen) -> None:
+    user = await resolve(gen.http, "callbacker")
+    for url in ("http://example.com/hook", "ftp://example.com/x", "not a url"):
+        response = await gen.http.post(
+            GENERATE, json={"query": QUERY, "callback_url": url}, headers=as_user(user)
+        )
+        assert_error(response, 400, "url_not_allowed")
+    assert await gen.moves(user) == []
+
+
+async def test_a_callback_url_to_a_private_address_is_refused_in_production_settings(
+    make_gen: MakeGen, llm_peer: LLMPeer
+) -> None:
+    script_scene(llm_peer.script)
+    gen = await make_gen(allow_private_upstreams=False)
+    user = await resolve(gen.http, "ssrf")
+    for url in ("https://127.0.0.1/hook", "https://10.0.0.7/hook", "https://localhost/x"):
+        response = await gen.http.post(
+            GENERATE, json={"query": QUERY, "callback_url": url}, headers=as_user(user)
+        )
+        assert_error(response, 400, "url_not_allowed")
+    assert await gen.moves(user) == []
+
+
+# --- the three ways to run the one graph ------------------------------------------------------
+
+
+async def test_async_generate_returns_at_once_then_completes_and_charges_once(gen: Gen) -> None:
+    user = await resolve(gen.http, "async-user")
+    response = await gen.http.post(
+        GENERATE,
+        json={"query": QUERY, "request_context": {"ticket": 42}},
+        headers=as_user(user),
+    )
+    assert response.status_code == 200, response.text
+    started = response.json()
+    assert started["status"] == "processing"
+    assert started["message"] == f"Generation started for '{QUERY}'"
+    assert started["request_context"] == {"ticket": 42}
+    timepoint = await gen.finished(started["id"])
+    assert timepoint["status"] == "completed", timepoint["error"]
+    assert timepoint["year"] == 1969
+    assert timepoint["month"] == 7
+    assert timepoint["location"]
+    assert timepoint["slug"].startswith("apollo-11-landing-july-1969-")
+    assert timepoint["request_context"] is None  # echoed, never stored
+    assert timepoint["characters"]["characters"]
+    assert timepoint["dialog"]
+    assert timepoint["scene"]
+    assert await gen.moves(user) == [(-5, "generation")]
+    assert await gen.balance(user) == 45
+    mine = (await gen.http.get("/api/v1/users/me/timepoints", headers=as_user(user))).json()
+    assert [item["id"] for item in mine["items"]] == [started["id"]]
+    assert mine["items"][0]["status"] == "completed"
+
+
+async def test_sync_generate_answers_the_whole_timepoint(gen: Gen) -> None:
+    user = await resolve(gen.http, "sync-user")
+    response = await gen.http.post(
+        GENERATE + "/sync",
+        json={"query": QUERY, "preset": "hd", "request_context": {"a": 1}},
+        headers=as_user(user),
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "completed"
+    assert body["preset_used"] == "hd"
+    assert body["generation_time_ms"] > 0
+    assert body["request_context"] == {"a": 1}
+    assert body["text_model_used"] == "google/gemini-2.5-flash"
+    assert body["model_provider"] == "google"
+    assert body["model_permissiveness"] == "restricted"
+    assert body["metadata"]["camera"]
+    assert body["moment"]
+    assert body["has_image"] is False
+    # hd's own price, captured.
+    assert await gen.moves(user) == [(-10, "generation")]
+    # Every call went to the preset's model.
+    assert {call.model for call in gen.script.calls} == {"google/gemini-2.5-flash"}
+
+
+async def test_text_model_override_and_permissive_default(gen: Gen) -> None:
+    user = await resolve(gen.http, "models")
+    response = await gen.http.post(
+        GENERATE + "/sync",
+        json={"query": QUERY, "text_model": "qwen/qwen3-235b"},
+        headers=as_user(user),
+    )
+    assert response.json()["text_model_used"] == "qwen/qwen3-235b"
+    assert {call.model for call in gen.script.calls} == {"qwen/qwen3-235b"}
+    gen.script.calls.clear()
+    response = await gen.http.post(
+        GENERATE + "/sync", json={"query": QUERY, "model_policy": "permissive"}, headers=SERVICE
+    )
+    body = response.json()
+    assert body["text_model_used"] == "meta-llama/llama-4-scout"
+    assert body["model_permissiveness"] == "permissive"
+    names = [call.schema_name for call in gen.script.calls]
+    assert "Grounding" not in names
+    assert "DialogCritique" not in names
+    assert names.count("DialogScript") == 1  # one batch call, no role-play
+
+
+async def test_the_stream_sends_each_step_as_it_finishes(gen: Gen) -> None:
+    user = await resolve(gen.http, "streamer")
+    async with gen.http.stream(
+        "POST", GENERATE + "/stream", json={"query": QUERY}, headers=as_user(user)
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        body = (await response.aread()).decode()
+    first = body.split("\n\n", 1)[0] + "\n\n"
+    assert first == (
+        'data: {"event":"start","step":"initialization","data":{"query":"'
+        + QUERY
+        + '","generate_image":false,"preset":"balanced"},"progress":0,"error":null}\n\n'
+    )
+    events = frames(body)
+    steps = [(e["event"], e["step"]) for e in events]
+    assert steps[0] == ("start", "initialization")
+    completed = [step for event, step in steps if event == "step_complete"]
+    for name in ("judge", "timeline", "scene", "characters", "moment", "camera", "dialog"):
+        assert name in completed
+    assert completed.index("judge") < completed.index("timeline") < completed.index("scene")
+    assert completed.index("characters") < completed.index("dialog")
+    judge = next(e for e in events if e["step"] == "judge")
+    assert judge["progress"] == 10
+    assert set(judge["data"]) == {"latency_ms", "model_used"}
+    done = events[-1]
+    assert done["event"] == "done"
+    assert done["step"] == "complete"
+    assert done["data"]["status"] == "completed"
+    assert done["data"]["saved"] is True
+    assert done["data"]["year"] == 1969
+    # Streamed timepoints have an owner (the original saved them with none).
+    mine = (await gen.http.get("/api/v1/users/me/timepoints", headers=as_user(user))).json()
+    assert [item["id"] for item in mine["items"]] == [done["data"]["timepoint_id"]]
+    assert await gen.moves(user) == [(-5, "generation")]
+
+
+async def test_a_client_that_leaves_the_stream_still_gets_its_timepoint(gen: Gen) -> None:
+    gen.script.latency = 0.05
+    user = await resolve(gen.http, "leaver")
+    async with gen.http.stream(
+        "POST", GENERATE + "/stream", json={"query": QUERY}, headers=as_user(user)
+    ) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                start = json.loads(line.removeprefix("data: "))
+                break
+    assert start["event"] == "start"
+    await asyncio.sleep(0.1)
+    mine = (await gen.http.get("/api/v1/users/me/timepoints", headers=as_user(user))).json()
+    timepoint_id = mine["items"][0]["id"]
+    timepoint = await gen.finished(timepoint_id)
+    assert timepoint["status"] == "completed"
+    assert await gen.moves(user) == [(-5, "generation")]
+
+
+async def test_anyone_allowed_can_follow_a_generation_and_replay_it(gen: Gen) -> None:
+    gen.script.latency = 0.02
+    user = await resolve(gen.http, "followed")
+    started = (await gen.http.post(GENERATE, json={"query": QUERY}, headers=as_user(user))).json()
+    live = await gen.http.get(f"/api/v1/timepoints/{started['id']}/stream", headers=SERVICE)
+    assert live.status_code == 200
+    live_events = frames(live.text)
+    assert live_events[0]["event"] == "start"
+    assert live_events[-1]["event"] == "done"
+    replay = await gen.http.get(f"/api/v1/timepoints/{started['id']}/stream", headers=SERVICE)
+    assert frames(replay.text) == live_events
+
+
+# --- failures refund --------------------------------------------------------------------------
+
+
+async def test_a_judge_rejection_fails_the_timepoint_and_refunds(gen: Gen) -> None:
+    gen.script.respond("JudgeVerdict", REJECTED)
+    user = await resolve(gen.http, "rejected")
+    response = await gen.http.post(
+        GENERATE + "/stream", json={"query": "asdf asdf"}, headers=as_user(user)
+    )
+    events = frames(response.text)
+    assert [(e["event"], e["step"]) for e in events] == [
+        ("start", "initialization"),
+        ("step_error", "judge"),
+        ("done", "complete"),
+    ]
+    assert events[1]["progress"] == 10
+    assert events[1]["error"] == "Query rejected by judge: not a moment in time"
+    assert events[2]["data"]["status"] == "failed"
+    timepoint = await gen.finished(events[2]["data"]["timepoint_id"])
+    assert timepoint["status"] == "failed"
+    assert timepoint["error"] == "Query rejected by judge: not a moment in time"
+    assert await gen.moves(user) == [(5, "refund"), (-5, "generation")]
+    assert await gen.balance(user) == 50
+
+
+async def test_a_failed_critical_step_refunds_and_names_the_step(gen: Gen) -> None:
+    gen.script.fail("Timeline", 500, times=50)
+    user = await resolve(gen.http, "timeline-down")
+    response = await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(user))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "failed"
+    assert body["error"].startswith("timeline: ")
+    assert not any(call.schema_name == "SceneSetting" for call in gen.script.calls)
+    assert await gen.balance(user) == 50
+
+
+async def test_a_failed_non_critical_step_still_completes_the_scene(gen: Gen) -> None:
+    gen.script.fail("Grounding", 503, times=50)
+    user = await resolve(gen.http, "grounding-down")
+    body = (
+        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(user))
+    ).json()
+    assert body["status"] == "completed"
+    assert body["scene"]
+    assert body["dialog"]
+    assert body["grounding"] is None
+    assert await gen.balance(user) == 45
+
+
+async def test_a_timeout_is_504_and_refunds(make_gen: MakeGen, llm_peer: LLMPeer) -> None:
+    script_scene(llm_peer.script)
+    llm_peer.script.latency = 0.5
+    gen = await make_gen(generation_timeout_seconds=0.3)
+    user = await resolve(gen.http, "slowpoke")
+    response = await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(user))
+    assert_error(response, 504, "generation_timeout")
+    assert await gen.moves(user) == [(5, "refund"), (-5, "generation")]
+    mine = (await gen.http.get("/api/v1/users/me/timepoints", headers=as_user(user))).json()
+    assert mine["items"][0]["status"] == "failed"
+
+
+async def test_a_server_shutdown_refunds_the_runs_in_flight(
+    make_gen: MakeGen, llm_peer: LLMPeer
+) -> None:
+    script_scene(llm_peer.script)
+    llm_peer.script.latency = 0.3
+    gen = await make_gen()
+    user = await resolve(gen.http, "interrupted")
+    started = (await gen.http.post(GENERATE, json={"query": QUERY}, headers=as_user(user))).json()
+    await asyncio.sleep(0.1)
+    await gen.app.state.generation.close()
+    assert await gen.moves(user) == [(5, "refund"), (-5, "generation")]
+    row = await gen.http.get(f"/api/v1/timepoints/{started['id']}", headers=as_user(user))
+    assert row.json()["status"] == "failed"
+    assert row.json()["error"] == "Generation stopped: the server shut down"
+
+
+async def test_unmetered_gateway_calls_are_not_charged(gen: Gen) -> None:
+    """A system caller (service key, no user) generates for free; its timepoint is public."""
+    body = (
+        await gen.http.post(
+            GENERATE + "/sync", json={"query": QUERY, "visibility": "private"}, headers=SERVICE
+        )
+    ).json()
+    assert body["status"] == "completed"
+    assert body["visibility"] == "public"
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+async def test_an_image_is_stored_and_served_by_url(gen: Gen) -> None:
+    user = await resolve(gen.http, "painter")
+    body = (
+        await gen.http.post(
+            GENERATE + "/sync",
+            json={"query": QUERY, "generate_image": True},
+            headers=as_user(user),
+        )
+    ).json()
+    assert body["status"] == "completed"
+    assert body["has_image"] is True
+    assert body["image_base64"] is None
+    assert body["image_url"] == f"/api/v1/timepoints/{body['id']}/image"
+    image = await gen.http.get(body["image_url"], headers=as_user(user))
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    assert image.content.startswith(b"\x89PNG")
+    inline = await gen.http.get(
+        f"/api/v1/timepoints/{body['id']}", params={"include_image": "true"}, headers=SERVICE
+    )
+    assert inline.json()["image_base64"]
+
+
+async def test_an_image_failure_keeps_the_scene(gen: Gen) -> None:
+    gen.script.fail("image", 500, times=50)
+    user = await resolve(gen.http, "no-paint")
+    body = (
+        await gen.http.post(
+            GENERATE + "/sync",
+            json={"query": QUERY, "generate_image": True},
+            headers=as_user(user),
+        )
+    ).json()
+    assert body["status"] == "completed"
+    assert body["has_image"] is False
+    image = await gen.http.get(f"/api/v1/timepoints/{body['id']}/image", headers=SERVICE)
+    assert_error(image, 404, "no_image")
+
+
+# --- ownership and visibility -----------------------------------------------------------------
+
+
+async def _private_timepoint(gen: Gen, owner: str) -> dict[str, Any]:
+    response = await gen.http.post(
+        GENERATE + "/sync",
+        json={"query": QUERY, "visibility": "private"},
+        headers=as_user(owner),
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_a_private_timepoint_never_leaks(make_gen: MakeGen, llm_peer: LLMPeer) -> None:
+    script_scene(llm_peer.script)
+    gen = await make_gen(share_url_base="https://timepointai.com/t")
+    owner, other = await resolve(gen.http, "owner"), await resolve(gen.http, "other")
+    private = await _private_timepoint(gen, owner)
+    tid = private["id"]
+    assert private["visibility"] == "private"
+    assert private["share_url"] is None
+
+    own = await gen.http.get(f"/api/v1/timepoints/{tid}", headers=as_user(owner))
+    assert own.status_code == 200
+    for path in (
+        f"/api/v1/timepoints/{tid}",
+        f"/api/v1/timepoints/slug/{private['slug']}",
+        f"/api/v1/timepoints/{tid}/characters",
+        f"/api/v1/timepoints/{tid}/image",
+        f"/api/v1/timepoints/{tid}/stream",
+    ):
+        for headers in (as_user(other), SERVICE):
+            response = await gen.http.get(path, headers=headers)
+            body = assert_error(response, 403, "timepoint_private")
+            assert body["message"] == "This timepoint is private"
+    listed = (await gen.http.get("/api/v1/timepoints", headers=as_user(other))).json()
+    assert tid not in [item["id"] for item in listed["items"]]
+    anonymous_private = await gen.http.get(
+        "/api/v1/timepoints", params={"visibility": "private"}, headers=SERVICE
+    )
+    assert anonymous_private.json() == {"items": [], "total": 0, "page": 1, "page_size": 20}
+    owner_private = await gen.http.get(
+        "/api/v1/timepoints", params={"visibility": "private"}, headers=as_user(owner)
+    )
+    assert [item["id"] for item in owner_private.json()["items"]] == [tid]
+
+    public = (
+        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(other))
+    ).json()
+    assert public["share_url"] == f"https://timepointai.com/t/{public['slug']}"
+    brief = (await gen.http.get(f"/api/v1/timepoints/{public['id']}", headers=SERVICE)).json()
+    assert brief["characters"] is None
+    assert brief["scene"] is None
+    assert brief["dialog"] is None
+
+
+async def test_visibility_changes_are_the_owners(gen: Gen) -> None:
+    owner, other = await resolve(gen.http, "v-owner"), await resolve(gen.http, "v-other")
+    tid = (await _private_timepoint(gen, owner))["id"]
+    path = f"/api/v1/timepoints/{tid}/visibility"
+    bad = await gen.http.patch(path, json={"visibility": "secret"}, headers=as_user(owner))
+    assert_error(bad, 400, "invalid_visibility")
+    stranger = await gen.http.patch(path, json={"visibility": "public"}, headers=as_user(other))
+    body = assert_error(stranger, 403, "not_owner")
+    assert body["message"] == "Only the owner can change visibility"
+    unknown = await gen.http.patch(
+        f"/api/v1/timepoints/{uuid.uuid4()}/visibility",
+        json={"visibility": "public"},
+        headers=as_user(owner),
+    )
+    assert_error(unknown, 404, "timepoint_not_found")
+    made_public = await gen.http.patch(path, json={"visibility": "public"}, headers=as_user(owner))
+    assert made_public.status_code == 200
+    assert made_public.json()["visibility"] == "public"
+    assert (await gen.http.get(f"/api/v1/timepoints/{tid}", headers=as_user(other))).is_success
+
+
+async def test_deleting_is_soft_by_default_and_permanent_on_request(gen: Gen) -> None:
+    owner, other = await resolve(gen.http, "d-owner"), await resolve(gen.http, "d-other")
+    body = (
+        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(owner))
+    ).json()
+    tid = body["id"]
+    refused = await gen.http.delete(f"/api/v1/timepoints/{tid}", headers=as_user(other))
+    assert_error(refused, 403, "not_owner")
+    soft = await gen.http.delete(f"/api/v1/timepoints/{tid}", headers=as_user(owner))
+    assert soft.json() == {"id": tid, "deleted": True, "message": f"Timepoint {tid} soft-deleted"}
+    listed = (await gen.http.get("/api/v1/timepoints", headers=as_user(owner))).json()
+    assert tid not in [item["id"] for item in listed["items"]]
+    mine = (await gen.http.get("/api/v1/users/me/timepoints", headers=as_user(owner))).json()
+    assert mine["total"] == 0
+    still = await gen.http.get(f"/api/v1/timepoints/{tid}", headers=as_user(owner))
+    assert still.json()["is_deleted"] is True
+    hard = await gen.http.delete(
+        f"/api/v1/timepoints/{tid}", params={"permanent": "true"}, headers=as_user(owner)
+    )
+    assert hard.json()["message"] == f"Timepoint {tid} permanently deleted"
+    gone = await gen.http.get(f"/api/v1/timepoints/{tid}", headers=as_user(owner))
+    assert_error(gone, 404, "timepoint_not_found")
+    # The ledger keeps its rows and their reference.
+    assert await gen.moves(owner) == [(-5, "generation")]
+
+
+async def test_characters_route_lists_the_cast(gen: Gen) -> None:
+    body = (await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=SERVICE)).json()
+    cast = await gen.http.get(f"/api/v1/timepoints/{body['id']}/characters", headers=SERVICE)
+    assert cast.status_code == 200, cast.text
+    data = cast.json()
+    assert data["timepoint_id"] == body["id"]
+    assert data["year"] == 1969
+    assert data["total_characters"] == len(data["characters"]) == 3
+    assert data["speaking_characters"] >= 1
+    assert {"name", "role", "personality", "speaking_style"} <= set(data["characters"][0])
+
+
+async def test_lists_page_and_filter(gen: Gen) -> None:
+    user = await resolve(gen.http, "lister")
+    for _ in range(3):
+        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(user))
+    page = await gen.http.get(
+        "/api/v1/timepoints", params={"page": 2, "page_size": 2}, headers=as_user(user)
+    )
+    assert page.json()["total"] == 3
+    assert len(page.json()["items"]) == 1
+    failed = await gen.http.get(
+        "/api/v1/timepoints", params={"status": "failed"}, headers=as_user(user)
+    )
+    assert failed.json()["total"] == 0
+    for params in ({"page": 0}, {"page_size": 101}, {"page_size": 0}, {"status": "odd"}):
+        response = await gen.http.get("/api/v1/timepoints", params=params, headers=SERVICE)
+        assert_error(response, 422, "validation_error")
+    unknown = await gen.http.get(f"/api/v1/timepoints/{uuid.uuid4()}", headers=SERVICE)
+    assert_error(unknown, 404, "timepoint_not_found")
+    not_uuid = await gen.http.get("/api/v1/timepoints/not-a-uuid", headers=SERVICE)
+    assert_error(not_uuid, 422, "validation_error")
+
+
+async def test_the_export_holds_the_users_timepoints(gen: Gen) -> None:
+    user = await resolve(gen.http, "exporter")
+    body = (
+        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(user))
+    ).json()
+    export = (await gen.http.get("/api/v1/users/me/export", headers=as_user(user))).json()
+    assert [tp["id"] for tp in export["timepoints"]] == [body["id"]]
+    assert export["timepoints"][0]["scene"]
+    charge = next(row for row in export["credit_history"] if row["type"] == "generation")
+    assert charge["reference_id"] == body["id"]
