@@ -17,21 +17,19 @@ import asyncio
 import base64
 import json
 import re
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from llm_script import Call, Script
+from support import in_thread
 
 _GEMINI_PATH = re.compile(r"models/(?P<model>[^/:]+):(?P<method>\w+)$")
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
@@ -235,31 +233,12 @@ class LLMPeer:
             yield f"data: {json.dumps(reply)}\r\n\r\n"
 
 
-def _serve(peer: LLMPeer) -> tuple[uvicorn.Server, threading.Thread]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    peer.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    config = uvicorn.Config(peer.app(), log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    # server.run makes its own event loop in this thread.
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the local LLM peer did not start")
-        time.sleep(0.01)
-    return server, thread
-
-
 @pytest.fixture(scope="session")
 def llm_peer_server() -> Iterator[LLMPeer]:
     peer = LLMPeer()
-    server, thread = _serve(peer)
-    yield peer
-    server.should_exit = True
-    thread.join(timeout=5)
+    with in_thread(peer.app(), "the local LLM peer") as url:
+        peer.url = url
+        yield peer
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ import hmac
 import json
 import re
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -39,11 +38,12 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from support import in_thread
 
 _KEY_PART = re.compile(r"\[([^\]]*)\]")
 
@@ -385,30 +385,12 @@ class StripePeer:
         return JSONResponse(self._public(obj))
 
 
-def _serve(peer: StripePeer) -> tuple[uvicorn.Server, threading.Thread]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    peer.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    config = uvicorn.Config(peer.app(), log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the local Stripe peer did not start")
-        time.sleep(0.01)
-    return server, thread
-
-
 @pytest.fixture(scope="session")
 def stripe_peer_server() -> Iterator[StripePeer]:
     peer = StripePeer()
-    server, thread = _serve(peer)
-    yield peer
-    server.should_exit = True
-    thread.join(timeout=5)
+    with in_thread(peer.app(), "the local Stripe peer") as url:
+        peer.base_url = url
+        yield peer
 
 
 @pytest.fixture

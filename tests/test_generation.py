@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -14,18 +16,22 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
+from callback_receiver import Receiver
 from conftest import make_settings
 from llm_peer import LLMPeer
 from llm_script import Script
 from scene_script import QUERY, script_scene
 from support import ADMIN_KEY, SERVICE, as_user, assert_error, resolve, serving
 from tollhouse.app import create_app
+from tollhouse.generation.callbacks import CallbackSender
 
 pytestmark = pytest.mark.anyio
 
 GENERATE = "/api/v1/timepoints/generate"
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
+REDIS_URL_ENV = "TOLLHOUSE_TEST_REDIS_URL"
 REJECTED = {
     "query_type": "invalid",
     "is_valid": False,
@@ -343,6 +349,17 @@ async def test_a_client_that_leaves_the_stream_still_gets_its_timepoint(gen: Gen
     assert await gen.moves(user) == [(-5, "generation")]
 
 
+async def test_a_stream_sends_keep_alive_comments_while_a_step_runs(
+    make_gen: MakeGen, llm_peer: LLMPeer
+) -> None:
+    script_scene(llm_peer.script)
+    llm_peer.script.latency = 0.15
+    gen = await make_gen(sse_keepalive_seconds=0.05)
+    response = await gen.http.post(GENERATE + "/stream", json={"query": QUERY}, headers=SERVICE)
+    assert ": keep-alive\n\n" in response.text
+    assert frames(response.text)[-1]["event"] == "done"
+
+
 async def test_anyone_allowed_can_follow_a_generation_and_replay_it(gen: Gen) -> None:
     gen.script.latency = 0.02
     user = await resolve(gen.http, "followed")
@@ -432,6 +449,31 @@ async def test_a_server_shutdown_refunds_the_runs_in_flight(
     row = await gen.http.get(f"/api/v1/timepoints/{started['id']}", headers=as_user(user))
     assert row.json()["status"] == "failed"
     assert row.json()["error"] == "Generation stopped: the server shut down"
+
+
+async def test_a_run_that_cannot_be_saved_is_refunded_and_says_so(
+    make_gen: MakeGen, llm_peer: LLMPeer, tmp_path: Path
+) -> None:
+    """The image store is broken (its folder is a file): the stream ends with the contract's
+    `database_save` error, the row is failed and the hold released."""
+    script_scene(llm_peer.script)
+    (tmp_path / "media").write_text("not a folder")
+    gen = await make_gen()
+    user = await resolve(gen.http, "unsaved")
+    response = await gen.http.post(
+        GENERATE + "/stream", json={"query": QUERY, "generate_image": True}, headers=as_user(user)
+    )
+    last = frames(response.text)[-1]
+    assert last["event"] == "error"
+    assert last["step"] == "database_save"
+    assert last["data"]["status"] == "save_failed"
+    assert last["data"]["saved"] is False
+    assert await gen.moves(user) == [(5, "refund"), (-5, "generation")]
+    row = await gen.http.get(
+        f"/api/v1/timepoints/{last['data']['timepoint_id']}", headers=as_user(user)
+    )
+    assert row.json()["status"] == "failed"
+    assert row.json()["error"].startswith("The timepoint could not be saved")
 
 
 async def test_unmetered_gateway_calls_are_not_charged(gen: Gen) -> None:
@@ -635,3 +677,91 @@ async def test_the_export_holds_the_users_timepoints(gen: Gen) -> None:
     assert export["timepoints"][0]["scene"]
     charge = next(row for row in export["credit_history"] if row["type"] == "generation")
     assert charge["reference_id"] == body["id"]
+
+
+# --- callbacks, providers, replicas -----------------------------------------------------------
+
+
+def _trusting_sender(tls_files: tuple[Path, Path]) -> CallbackSender:
+    """The app's own sender class, trusting the test receiver's self-signed certificate."""
+    return CallbackSender(
+        allow_private=True,
+        max_attempts=3,
+        backoff_seconds=0,
+        timeout_seconds=5,
+        verify=ssl.create_default_context(cafile=str(tls_files[0])),
+    )
+
+
+async def test_the_callback_gets_the_whole_timepoint_with_the_request_context(
+    make_gen: MakeGen, llm_peer: LLMPeer, receiver: Receiver, tls_files: tuple[Path, Path]
+) -> None:
+    script_scene(llm_peer.script)
+    gen = await make_gen(allow_private_upstreams=True)  # the receiver is on loopback
+    await gen.app.state.generation.callbacks.close()
+    gen.app.state.generation.callbacks = _trusting_sender(tls_files)
+    receiver.reset(503)  # the first attempt fails: the callback is retried
+    user = await resolve(gen.http, "called-back")
+    started = (
+        await gen.http.post(
+            GENERATE,
+            json={"query": QUERY, "callback_url": receiver.url(), "request_context": {"job": 7}},
+            headers=as_user(user),
+        )
+    ).json()
+    await gen.finished(started["id"])
+    for _ in range(200):
+        if len(receiver.seen) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert len(receiver.seen) == 2
+    body = json.loads(receiver.seen[1].body)
+    assert body["id"] == started["id"]
+    assert body["status"] == "completed"
+    assert body["request_context"] == {"job": 7}
+    assert body["preset_used"] == "balanced"
+    assert body["scene"]
+    assert body["dialog"]
+
+
+async def test_the_google_provider_runs_the_graph_through_google_genai(
+    make_gen: MakeGen, gemini_peer: LLMPeer
+) -> None:
+    script_scene(gemini_peer.script)
+    gen = await make_gen(
+        provider=False, google_api_key="g-key", google_api_base_url=gemini_peer.gemini_base_url
+    )
+    assert (await gen.http.get("/health")).json()["providers"]["google"] is True
+    body = (await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=SERVICE)).json()
+    assert body["status"] == "completed", body
+    assert body["year"] == 1969
+    assert {call.protocol for call in gen.script.calls} == {"gemini"}
+    assert {call.model for call in gen.script.calls} == {"gemini-2.5-flash"}
+
+
+async def test_a_generation_is_followed_from_another_replica_through_redis(
+    make_gen: MakeGen, llm_peer: LLMPeer
+) -> None:
+    redis_url = os.environ.get(REDIS_URL_ENV)
+    if not redis_url:
+        pytest.skip(f"Redis event bus skipped: {REDIS_URL_ENV} is not set")
+    script_scene(llm_peer.script)
+    llm_peer.script.latency = 0.02
+    prefix = f"tollhouse-test:{uuid.uuid4().hex}:"
+    shared = {"redis_url": redis_url, "events_key_prefix": prefix}
+    first, second = await make_gen(**shared), await make_gen(**shared)
+    try:
+        started = (await first.http.post(GENERATE, json={"query": QUERY}, headers=SERVICE)).json()
+        followed = await second.http.get(
+            f"/api/v1/timepoints/{started['id']}/stream", headers=SERVICE
+        )
+        events = frames(followed.text)
+        assert events[0]["event"] == "start"
+        assert events[-1]["event"] == "done"
+        assert events[-1]["data"]["status"] == "completed"
+        assert next(e["step"] for e in events if e["event"] == "step_complete") == "judge"
+    finally:
+        async with Redis.from_url(redis_url) as client:
+            keys = [key async for key in client.scan_iter(f"{prefix}*")]
+            if keys:
+                await client.delete(*keys)

@@ -191,6 +191,8 @@ class Settings(BaseSettings):
     # Shared rate-limit counters (and, later, jobs and events); unset = this process only.
     redis_url: str | None = None
     rate_limit_key_prefix: str = "tollhouse:rl:"
+    # Generation events in Redis (followed from any replica).
+    events_key_prefix: str = "tollhouse:events:"
 
     # Upstreams: the clockchain (/api/v1/clockchain/*), the operator's own services
     # (UPSTREAMS, JSON list) and developers' APIs (/gw/{project}/*).

@@ -99,7 +99,7 @@ def generations(settings: Settings, database: Database, registry: CollectorRegis
         router_from_settings(settings, registry=registry),
         event_bus_from_url(
             settings.redis_url,
-            "tollhouse:events:",
+            settings.events_key_prefix,
             settings.generation_events_retention_seconds,
         ),
         storage_from_settings(settings),

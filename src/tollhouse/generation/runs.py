@@ -223,12 +223,12 @@ class Generations:
     ) -> Outcome:
         status = "failed" if error is not None else "completed"
         elapsed_ms = round((time.perf_counter() - job.started) * 1000)
-        record = (
-            scene_record(context.results, entity_ids=job.request.entity_ids)
-            if status == "completed"
-            else None
-        )
         try:
+            record = (
+                scene_record(context.results, entity_ids=job.request.entity_ids)
+                if status == "completed"
+                else None
+            )
             image_key = await self._store_image(job, record)
             async with self.database.session() as session:
                 timepoint = await service.save_finished(
@@ -240,6 +240,7 @@ class Generations:
                 await session.commit()
         except Exception as exc:
             log.exception("generation_save_failed", timepoint_id=str(job.timepoint_id))
+            await self._mark_failed(job, f"The timepoint could not be saved: {exc}")
             await job.charge.release()
             await self._publish(
                 job,
@@ -334,6 +335,13 @@ class Generations:
 
     async def _interrupted(self, job: Job, error: str) -> None:
         """The task was cancelled (shutdown): fail the row, refund, tell followers."""
+        await self._mark_failed(job, error)
+        with contextlib.suppress(Exception):
+            await job.charge.release()
+        await self._publish(job, GenerationEvent("error", "shutdown", None, 0, error))
+
+    async def _mark_failed(self, job: Job, error: str) -> None:
+        """Best effort: the row says failed (else the abandoned-run sweeper will)."""
         with contextlib.suppress(Exception):
             async with self.database.session() as session:
                 timepoint = await session.get(Timepoint, job.timepoint_id)
@@ -342,9 +350,6 @@ class Generations:
                     timepoint.error_message = error
                     timepoint.updated_at = utcnow()
                     await session.commit()
-        with contextlib.suppress(Exception):
-            await job.charge.release()
-        await self._publish(job, GenerationEvent("error", "shutdown", None, 0, error))
 
     async def _callback(self, job: Job, status: str | None, error: str | None) -> None:
         if job.callback_url is None:

@@ -28,8 +28,6 @@ from tollhouse.generation.llm.base import (
     TextRequest,
     Usage,
 )
-from tollhouse.generation.llm.google import GoogleProvider
-from tollhouse.generation.llm.openai_compatible import OpenAICompatibleProvider
 from tollhouse.kit.errors import ServiceUnavailable
 
 T = TypeVar("T")
@@ -303,10 +301,17 @@ class LLMRouter:
 def router_from_settings(
     settings: Settings, *, registry: CollectorRegistry | None = None
 ) -> LLMRouter:
-    """Providers in fallback order: Google, OpenRouter, an OpenAI-compatible server."""
+    """Providers in fallback order: Google, OpenRouter, an OpenAI-compatible server.
+
+    The SDKs are imported only for configured providers (each costs ~1 s at start-up).
+    """
+    from tollhouse.generation.llm.openai_compatible import OpenAICompatibleProvider
+
     timeout = settings.llm_timeout_seconds
     providers: list[Provider] = []
     if settings.google_api_key is not None:
+        from tollhouse.generation.llm.google import GoogleProvider
+
         providers.append(
             GoogleProvider(
                 api_key=settings.google_api_key.get_secret_value(),
