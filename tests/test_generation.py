@@ -291,6 +291,23 @@ async def test_text_model_override_and_permissive_default(gen: Gen) -> None:
     assert names.count("DialogScript") == 1  # one batch call, no role-play
 
 
+async def test_llm_params_reach_every_call(gen: Gen) -> None:
+    params = {
+        "temperature": 0.3,
+        "max_tokens": 900,
+        "system_prompt_prefix": "Write in British English.",
+    }
+    response = await gen.http.post(
+        GENERATE + "/sync", json={"query": QUERY, "llm_params": params}, headers=SERVICE
+    )
+    assert response.json()["status"] == "completed"
+    assert gen.script.calls
+    for call in gen.script.calls:
+        assert call.body["temperature"] == 0.3
+        assert call.body["max_tokens"] <= 900
+        assert call.system.startswith("Write in British English.")
+
+
 async def test_the_stream_sends_each_step_as_it_finishes(gen: Gen) -> None:
     user = await resolve(gen.http, "streamer")
     async with gen.http.stream(

@@ -123,10 +123,9 @@ class Generations:
             self.settings.permissive_image_model if permissive else preset.image_model
         )
         params = body.llm_params
-        max_tokens = preset.max_tokens if body.preset or not permissive else 2048
         sampling = Sampling(
             temperature=params.temperature if params else None,
-            max_tokens=(params.max_tokens if params and params.max_tokens else max_tokens),
+            max_tokens=(params.max_tokens if params and params.max_tokens else preset.max_tokens),
             top_p=params.top_p if params else None,
             top_k=params.top_k if params else None,
             frequency_penalty=params.frequency_penalty if params else None,

@@ -7,10 +7,11 @@ may fail without failing the run; progress values are the SSE ones (§4.4).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import structlog
 
 from tollhouse.generation.agents.camera import CameraSetup, frame_shot
 from tollhouse.generation.agents.cast import Cast, assemble_cast
@@ -37,7 +38,7 @@ from tollhouse.generation.context import SceneContext, SceneRequest
 from tollhouse.generation.llm.base import Image
 from tollhouse.generation.pipeline import Graph, Step, StepFailed
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("tollhouse.generation")
 
 # Kept in the results next to the steps' own: why the image is missing, for the payload.
 IMAGE_WARNING = "image_generation_warning"
@@ -135,7 +136,7 @@ async def _dialog(ctx: SceneContext) -> ReviewedDialog:
     try:
         critique = await critique_dialog(ctx.llm, stage, cast.speakers, lines)
     except Exception as exc:  # the review improves the dialog; without it the lines stand
-        log.warning("dialog critique failed (%s); keeping the first draft", exc)
+        log.warning("dialog_critique_failed", error=str(exc), kept="first draft")
         return ReviewedDialog(lines)
     if not critique.has_critical:
         return ReviewedDialog(lines, critique)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
+import structlog
 from pydantic import BaseModel
 
 from tollhouse.generation.agents.bios import CharacterBio, write_bios
@@ -18,7 +18,7 @@ from tollhouse.generation.agents.stage import Stage
 from tollhouse.generation.context import RunLLM
 from tollhouse.generation.prompts import cast as prompt
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("tollhouse.generation")
 
 
 class CharacterSheet(BaseModel):
@@ -43,12 +43,12 @@ async def assemble_cast(llm: RunLLM, stage: Stage) -> Cast:
     try:
         stubs = await identify_characters(llm, stage)
     except Exception as exc:  # any failure: the single combined call may still manage
-        log.warning("character identification failed (%s); casting in one call", exc)
+        log.warning("character_identification_failed", error=str(exc), fallback="one call")
         return await _cast_in_one_call(llm, stage)
     try:
         graph: CharacterGraph | None = await map_relationships(llm, stage, stubs)
     except Exception as exc:  # the bios are still worth writing without the graph
-        log.warning("character graph failed (%s); writing bios without it", exc)
+        log.warning("character_graph_failed", error=str(exc), fallback="bios without it")
         graph = None
     return Cast(stubs, graph, await write_bios(llm, stage, stubs, graph))
 
