@@ -44,6 +44,7 @@ test-all: lint
 bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/auth.py
 	$(VENV)/bin/python bench/ledger.py
+	$(VENV)/bin/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

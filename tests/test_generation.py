@@ -308,6 +308,21 @@ async def test_llm_params_reach_every_call(gen: Gen) -> None:
         assert call.system.startswith("Write in British English.")
 
 
+async def test_a_retried_async_generate_with_an_idempotency_key_is_charged_once(gen: Gen) -> None:
+    user = await resolve(gen.http, "retrier")
+    headers = {**as_user(user), "Idempotency-Key": "gen-1"}
+    first = await gen.http.post(GENERATE, json={"query": QUERY}, headers=headers)
+    again = await gen.http.post(GENERATE, json={"query": QUERY}, headers=headers)
+    assert again.json() == first.json()
+    assert again.headers["idempotency-replayed"] == "true"
+    await gen.finished(first.json()["id"])
+    assert await gen.moves(user) == [(-5, "generation")]
+    other = await gen.http.post(GENERATE, json={"query": "Another moment"}, headers=headers)
+    assert_error(other, 409, "idempotency_key_reused")
+    mine = (await gen.http.get("/api/v1/users/me/timepoints", headers=as_user(user))).json()
+    assert mine["total"] == 1
+
+
 async def test_the_stream_sends_each_step_as_it_finishes(gen: Gen) -> None:
     user = await resolve(gen.http, "streamer")
     async with gen.http.stream(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -39,6 +39,7 @@ from tollhouse.generation.schemas import (
 )
 from tollhouse.identity.caller import Caller, GatewayCaller, UserCaller
 from tollhouse.kit import sse
+from tollhouse.kit.idempotency import IdempotencyDep
 from tollhouse.ledger.charging import hold_charge
 from tollhouse.ledger.costs import generation_cost_key
 
@@ -105,18 +106,33 @@ async def _begin(
     return job, domain.start(job)
 
 
+def _idempotency_scope(caller: Caller) -> str:
+    """One caller's keys never answer another's requests."""
+    who = str(caller.user.id) if caller.user is not None else caller.kind.value
+    return f"generate|{caller.project_id}|{who}"
+
+
 @router.post("/generate", response_model=GenerationStarted)
 async def generate(
-    body: GenerateRequest, request: Request, caller: GatewayCaller, session: SessionDep
-) -> GenerationStarted:
-    """Start a generation in the background; `callback_url` is told when it ends."""
-    job, _ = await _begin(body, request, caller, session, callback_url=body.callback_url)
-    return GenerationStarted(
-        id=job.timepoint_id,
-        status="processing",
-        message=f"Generation started for '{body.query}'",
-        request_context=body.request_context,
-    )
+    body: GenerateRequest,
+    request: Request,
+    caller: GatewayCaller,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+) -> Any:
+    """Start a generation in the background; `callback_url` is told when it ends.
+    With `Idempotency-Key`, a retried request answers the first one's id, charged once."""
+
+    async def work() -> GenerationStarted:
+        job, _ = await _begin(body, request, caller, session, callback_url=body.callback_url)
+        return GenerationStarted(
+            id=job.timepoint_id,
+            status="processing",
+            message=f"Generation started for '{body.query}'",
+            request_context=body.request_context,
+        )
+
+    return await idempotency.run(_idempotency_scope(caller), work)
 
 
 @router.post("/generate/sync", response_model=TimepointResponse)

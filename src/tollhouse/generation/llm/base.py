@@ -7,9 +7,10 @@ says which ids it can serve and under what name (`Provider.serves`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -77,6 +78,12 @@ class Reply(Generic[T]):
     usage: Usage
     # Attempts it took, across retries and fallbacks (1 = first try).
     attempts: int = 1
+
+
+@functools.cache
+def json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema, built once per class (~1 ms each time); shared: never mutate it."""
+    return schema.model_json_schema()
 
 
 class ProviderError(Exception):

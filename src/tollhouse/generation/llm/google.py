@@ -23,6 +23,7 @@ from tollhouse.generation.llm.base import (
     Sampling,
     TextRequest,
     Usage,
+    json_schema,
 )
 from tollhouse.generation.llm.openai_compatible import retry_after, strip_fences
 
@@ -120,13 +121,13 @@ class GoogleProvider:
     async def structured(
         self, request: TextRequest, model: str, schema: type[M]
     ) -> tuple[M, Usage]:
-        json_schema = schema.model_json_schema()
+        wanted = json_schema(schema)
         prompt = request.prompt
         if request.grounded:
             # Search grounding and a response schema do not combine (Gemini 2.5): ask in words.
             prompt += (
                 "\n\nAnswer with one JSON object only, no prose, matching this JSON schema:\n"
-                + json.dumps(json_schema)
+                + json.dumps(wanted)
             )
             config = _config(request, model)
         else:
@@ -134,7 +135,7 @@ class GoogleProvider:
                 request,
                 model,
                 response_mime_type="application/json",
-                response_json_schema=json_schema,
+                response_json_schema=wanted,
             )
         response = await self._generate(model, prompt, config)
         content = _text(response)

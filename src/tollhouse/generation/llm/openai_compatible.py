@@ -25,6 +25,7 @@ from tollhouse.generation.llm.base import (
     Sampling,
     TextRequest,
     Usage,
+    json_schema,
 )
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
@@ -178,7 +179,7 @@ class OpenAICompatibleProvider:
                 "type": "json_schema",
                 "json_schema": {
                     "name": schema.__name__,
-                    "schema": schema.model_json_schema(),
+                    "schema": json_schema(schema),
                     # Strict mode rejects common Pydantic schemas (defaults, open objects).
                     "strict": False,
                 },
