@@ -22,6 +22,7 @@ from callback_receiver import Receiver
 from conftest import make_settings
 from llm_peer import LLMPeer
 from llm_script import Script
+from s3_peer import BUCKET, REGION, raw_client
 from scene_script import QUERY, script_scene
 from support import ADMIN_KEY, SERVICE, as_user, assert_error, resolve, serving
 from tollhouse.app import create_app
@@ -543,6 +544,33 @@ async def test_an_image_is_stored_and_served_by_url(gen: Gen) -> None:
         f"/api/v1/timepoints/{body['id']}", params={"include_image": "true"}, headers=SERVICE
     )
     assert inline.json()["image_base64"]
+
+
+async def test_with_a_bucket_images_go_to_s3(
+    make_gen: MakeGen, llm_peer: LLMPeer, moto_endpoint: str
+) -> None:
+    script_scene(llm_peer.script)
+    prefix = f"t-{uuid.uuid4().hex}"
+    gen = await make_gen(
+        s3_bucket=BUCKET,
+        s3_endpoint_url=moto_endpoint,
+        s3_region=REGION,
+        s3_access_key_id="test",
+        s3_secret_access_key="test",
+        s3_key_prefix=prefix,
+    )
+    body = (
+        await gen.http.post(
+            GENERATE + "/sync", json={"query": QUERY, "generate_image": True}, headers=SERVICE
+        )
+    ).json()
+    assert body["has_image"] is True
+    stored = raw_client(moto_endpoint).get_object(
+        Bucket=BUCKET, Key=f"{prefix}/timepoints/{body['id']}/image.png"
+    )
+    image = await gen.http.get(body["image_url"], headers=SERVICE)
+    assert image.content == stored["Body"].read()
+    assert image.headers["content-type"] == "image/png"
 
 
 async def test_an_image_failure_keeps_the_scene(gen: Gen) -> None:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import boto3
-import httpx
 import pytest
-from botocore.config import Config
 from pydantic import SecretStr
 
+from s3_peer import BUCKET, REGION, raw_client
 from tollhouse.config import Settings
 from tollhouse.kit.storage import (
     FileStorage,
@@ -30,8 +22,6 @@ from tollhouse.kit.storage import (
 
 pytestmark = pytest.mark.anyio
 
-BUCKET = "media"
-REGION = "auto"
 BAD_KEYS = [
     "",
     "/abs/path.png",
@@ -47,57 +37,6 @@ BAD_KEYS = [
     "ünïcode.png",
     "a" * 513,
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A moto S3 server of our own on a free port, with the bucket created."""
-    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which(
-        "moto_server"
-    )
-    if exe is None:
-        pytest.skip("S3 backend skipped: moto_server is not installed (dev dependency)")
-    endpoint = f"http://127.0.0.1:{_free_port()}"
-    port = endpoint.rsplit(":", 1)[1]
-    process = subprocess.Popen(  # noqa: S603 - our own dev tool, fixed arguments
-        [exe, "-H", "127.0.0.1", "-p", port],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(endpoint, timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.skip(f"S3 backend skipped: moto_server did not start on {endpoint}")
-                time.sleep(0.05)
-        _raw_client(endpoint).create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
-        )
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _raw_client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -194,11 +133,11 @@ async def test_s3_key_prefix_is_applied(moto_endpoint: str) -> None:
     )
     try:
         await storage.put("scenes/one.png", b"one", "image/png")
-        raw = _raw_client(moto_endpoint).get_object(Bucket=BUCKET, Key="tenant-a/scenes/one.png")
+        raw = raw_client(moto_endpoint).get_object(Bucket=BUCKET, Key="tenant-a/scenes/one.png")
         assert raw["Body"].read() == b"one"
         assert raw["ContentType"] == "image/png"
         await storage.delete("scenes/one.png")
-        listed = _raw_client(moto_endpoint).list_objects_v2(Bucket=BUCKET, Prefix="tenant-a/")
+        listed = raw_client(moto_endpoint).list_objects_v2(Bucket=BUCKET, Prefix="tenant-a/")
         assert listed.get("KeyCount", 0) == 0
     finally:
         await storage.close()
