@@ -10,6 +10,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,14 @@ from callback_receiver import Receiver
 from conftest import make_settings
 from llm_peer import LLMPeer
 from llm_script import Script
+from platform_fixtures import end_user, new_project
 from s3_peer import BUCKET, REGION, raw_client
 from scene_script import QUERY, script_scene
 from support import ADMIN_KEY, SERVICE, as_user, assert_error, resolve, serving
 from tollhouse.app import create_app
 from tollhouse.generation.callbacks import CallbackSender
+from tollhouse.generation.models import Timepoint
+from tollhouse.kit.clock import utcnow
 
 pytestmark = pytest.mark.anyio
 
@@ -509,6 +513,24 @@ async def test_a_run_that_cannot_be_saved_is_refunded_and_says_so(
     assert row.json()["error"].startswith("The timepoint could not be saved")
 
 
+async def test_runs_orphaned_by_a_dead_process_are_failed_by_the_sweeper(gen: Gen) -> None:
+    """A replica died mid-run: its row stays processing until the sweeper fails it (the hold
+    is refunded by the ledger's own sweeper when it expires)."""
+    body = (await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=SERVICE)).json()
+    domain = gen.app.state.generation
+    async with domain.database.session() as session:
+        row = await session.get(Timepoint, uuid.UUID(body["id"]))
+        assert row is not None
+        row.status = "processing"
+        row.created_at = utcnow() - domain.hold_ttl - timedelta(seconds=1)
+        await session.commit()
+    assert await domain.sweep_abandoned() == 1
+    assert await domain.sweep_abandoned() == 0
+    swept = (await gen.http.get(f"/api/v1/timepoints/{body['id']}", headers=SERVICE)).json()
+    assert swept["status"] == "failed"
+    assert swept["error"] == "Generation was interrupted before it finished"
+
+
 async def test_unmetered_gateway_calls_are_not_charged(gen: Gen) -> None:
     """A system caller (service key, no user) generates for free; its timepoint is public."""
     body = (
@@ -644,6 +666,35 @@ async def test_a_private_timepoint_never_leaks(make_gen: MakeGen, llm_peer: LLMP
     assert brief["characters"] is None
     assert brief["scene"] is None
     assert brief["dialog"] is None
+
+
+async def test_another_projects_callers_never_see_the_home_projects_timepoints(gen: Gen) -> None:
+    public = (
+        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=SERVICE)
+    ).json()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=gen.app), base_url="http://setup.test"
+    ) as setup:
+        keys = await new_project(setup)
+        as_end_user = await end_user(setup, keys)
+    tid = public["id"]
+    for headers in (keys.secret, as_end_user):
+        for path in (
+            f"/api/v1/timepoints/{tid}",
+            f"/api/v1/timepoints/slug/{public['slug']}",
+            f"/api/v1/timepoints/{tid}/characters",
+            f"/api/v1/timepoints/{tid}/stream",
+        ):
+            assert_error(await gen.http.get(path, headers=headers), 404, "timepoint_not_found")
+        change = await gen.http.patch(
+            f"/api/v1/timepoints/{tid}/visibility", json={"visibility": "public"}, headers=headers
+        )
+        assert_error(change, 404, "timepoint_not_found")
+        delete = await gen.http.delete(f"/api/v1/timepoints/{tid}", headers=headers)
+        assert_error(delete, 404, "timepoint_not_found")
+        listed = (await gen.http.get("/api/v1/timepoints", headers=headers)).json()
+        assert listed["total"] == 0
+    assert (await gen.http.get(f"/api/v1/timepoints/{tid}", headers=SERVICE)).is_success
 
 
 async def test_visibility_changes_are_the_owners(gen: Gen) -> None:
