@@ -356,3 +356,50 @@ async def test_a_failed_bio_fails_the_characters_step_readably(
     assert run.result.error.startswith("characters: ")
     assert "TaskGroup" not in run.result.error
     assert calls_named(llm_peer, "DramaticMoment") == []
+
+
+# Every agent failing for good (no retries): which step reports it and whether the scene
+# survives. (schema failing, step that fails or None when an agent's fallback absorbs it,
+# whether the run still completes)
+AGENT_FAILURES = [
+    ("JudgeVerdict", "judge", False),
+    ("Grounding", "grounding", True),
+    ("Timeline", "timeline", False),
+    ("SceneSetting", "scene", False),
+    ("CharacterList", None, True),  # falls back to one casting call
+    ("CharacterGraph", None, True),  # bios are written without the graph
+    ("CharacterBio", "characters", False),
+    ("CameraSetup", "camera", False),
+    ("DramaticMoment", "moment", False),
+    ("SpokenLine", "dialog", False),
+    ("DialogCritique", None, True),  # the first draft stands
+    ("ImagePrompt", "image_prompt", True),  # and the image steps after it, with nothing to draw
+    ("OptimizedPrompt", "image_prompt_optimize", True),  # the full prompt still draws
+    ("image", "image_generation", True),
+]
+
+
+@pytest.mark.parametrize(("schema", "step", "completes"), AGENT_FAILURES)
+async def test_each_agents_failure_is_critical_or_not_as_declared(
+    llm_peer: LLMPeer, router: LLMRouter, schema: str, step: str | None, completes: bool
+) -> None:
+    script_scene(llm_peer.script)
+    llm_peer.script.fail(schema, 500, times=100)
+    run = await generate(router, generate_image=True)
+
+    assert (run.result.error is None) is completes, run.result.error
+    failed = [name for name, outcome in run.result.outcomes.items() if outcome.status == "failed"]
+    if schema == "ImagePrompt":
+        assert failed == ["image_prompt", "image_prompt_optimize", "image_generation"]
+    else:
+        assert failed == ([step] if step else [])
+    if not completes:
+        assert run.result.error is not None
+        assert run.result.error.startswith(f"{step}: ")
+        # Nothing that needed the failed step ran.
+        assert "image_prompt" not in run.result.outcomes
+    if schema == "OptimizedPrompt":
+        assert run.record.image is not None
+    if schema in ("image", "ImagePrompt"):
+        assert run.record.image is None
+        assert run.record.payload["image_generation_warning"]
