@@ -22,20 +22,14 @@ import structlog
 
 from tollhouse.config import Settings
 from tollhouse.db.engine import Database
-from tollhouse.generation import repository, service, views
+from tollhouse.generation import planning, repository, service, views
 from tollhouse.generation.callbacks import CallbackSender
 from tollhouse.generation.context import RunLLM, SceneContext, SceneRequest
 from tollhouse.generation.events import EventBus, GenerationEvent
-from tollhouse.generation.llm.base import Sampling
 from tollhouse.generation.llm.router import LLMRouter, NoLLMProvider
 from tollhouse.generation.models import Timepoint
 from tollhouse.generation.pipeline import RunResult, StepOutcome
-from tollhouse.generation.presets import (
-    DEFAULT_PRESET,
-    Preset,
-    check_permissive,
-    load_presets,
-)
+from tollhouse.generation.presets import Preset, load_presets
 from tollhouse.generation.scene import SceneRecord, scene_graph, scene_record
 from tollhouse.generation.schemas import GenerateRequest
 from tollhouse.kit.clock import utcnow
@@ -107,46 +101,7 @@ class Generations:
             raise NoLLMProvider()
 
     def plan(self, body: GenerateRequest) -> SceneRequest:
-        """The request resolved against its preset and the model policy (422 on a violation)."""
-        permissive = body.model_policy == "permissive"
-        if permissive:
-            check_permissive(body.text_model, body.image_model)
-        preset = self.presets.get(body.preset or DEFAULT_PRESET) or self.presets[DEFAULT_PRESET]
-        if body.preset and body.preset not in self.presets:
-            log.info("unknown_preset", preset=body.preset, used=preset.name)
-        if permissive:
-            preset = preset.model_copy(update={"batch_dialog": True})
-        text_model = body.text_model or (
-            self.settings.permissive_text_model if permissive else preset.text_model
-        )
-        image_model = body.image_model or (
-            self.settings.permissive_image_model if permissive else preset.image_model
-        )
-        params = body.llm_params
-        sampling = Sampling(
-            temperature=params.temperature if params else None,
-            max_tokens=(params.max_tokens if params and params.max_tokens else preset.max_tokens),
-            top_p=params.top_p if params else None,
-            top_k=params.top_k if params else None,
-            frequency_penalty=params.frequency_penalty if params else None,
-            presence_penalty=params.presence_penalty if params else None,
-            repetition_penalty=params.repetition_penalty if params else None,
-            stop=tuple(params.stop or ()) if params else (),
-            thinking_level=(params.thinking_level if params else None) or preset.thinking,
-        )
-        return SceneRequest(
-            query=body.query,
-            preset=preset,
-            text_model=text_model,
-            image_model=image_model,
-            judge_model=body.text_model or preset.judge_model or text_model,
-            sampling=sampling,
-            generate_image=body.generate_image,
-            permissive=permissive,
-            system_prompt_prefix=(params.system_prompt_prefix or "") if params else "",
-            system_prompt_suffix=(params.system_prompt_suffix or "") if params else "",
-            entity_ids=tuple(body.entity_ids),
-        )
+        return planning.plan(body, self.presets, self.settings)
 
     def start(self, job: Job) -> asyncio.Task[Outcome]:
         task = asyncio.create_task(self._run(job), name=f"generation:{job.timepoint_id}")

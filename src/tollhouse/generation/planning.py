@@ -1,0 +1,68 @@
+"""A generate request resolved against its preset and the model policy.
+
+Which model runs: an explicit `text_model`/`image_model` beats `model_policy=permissive`
+(open-weight defaults, batch dialog, no grounding or critique), which beats the preset.
+Unknown presets run as the default one (the contract's behaviour; `preset_used` says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+
+from tollhouse.config import Settings
+from tollhouse.generation.context import SceneRequest
+from tollhouse.generation.llm.base import Sampling
+from tollhouse.generation.presets import DEFAULT_PRESET, Preset, check_permissive
+from tollhouse.generation.schemas import GenerateRequest, LLMParams
+
+log = structlog.get_logger("tollhouse.generation")
+
+
+def _sampling(params: LLMParams | None, preset: Preset) -> Sampling:
+    if params is None:
+        return Sampling(max_tokens=preset.max_tokens, thinking_level=preset.thinking)
+    return Sampling(
+        temperature=params.temperature,
+        max_tokens=params.max_tokens or preset.max_tokens,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        frequency_penalty=params.frequency_penalty,
+        presence_penalty=params.presence_penalty,
+        repetition_penalty=params.repetition_penalty,
+        stop=tuple(params.stop or ()),
+        thinking_level=params.thinking_level or preset.thinking,
+    )
+
+
+def plan(body: GenerateRequest, presets: Mapping[str, Preset], settings: Settings) -> SceneRequest:
+    """422 `restricted_model` when a permissive request names a restricted model."""
+    permissive = body.model_policy == "permissive"
+    if permissive:
+        check_permissive(body.text_model, body.image_model)
+    preset = presets.get(body.preset or DEFAULT_PRESET) or presets[DEFAULT_PRESET]
+    if body.preset and body.preset not in presets:
+        log.info("unknown_preset", preset=body.preset, used=preset.name)
+    if permissive:
+        preset = preset.model_copy(update={"batch_dialog": True})
+    text_model = body.text_model or (
+        settings.permissive_text_model if permissive else preset.text_model
+    )
+    image_model = body.image_model or (
+        settings.permissive_image_model if permissive else preset.image_model
+    )
+    params = body.llm_params
+    return SceneRequest(
+        query=body.query,
+        preset=preset,
+        text_model=text_model,
+        image_model=image_model,
+        judge_model=body.text_model or preset.judge_model or text_model,
+        sampling=_sampling(params, preset),
+        generate_image=body.generate_image,
+        permissive=permissive,
+        system_prompt_prefix=(params.system_prompt_prefix or "") if params else "",
+        system_prompt_suffix=(params.system_prompt_suffix or "") if params else "",
+        entity_ids=tuple(body.entity_ids),
+    )
