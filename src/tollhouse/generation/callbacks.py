@@ -1,7 +1,9 @@
 """Outgoing callbacks: POST an async generation's result to the caller's `callback_url`.
 
 The URL is checked against SSRF before every attempt, not only when the request was accepted,
-so a host that has since started resolving to a private address is not contacted. Transient
+so a host that has since started resolving to a private address is not contacted; unless
+private addresses are allowed, the client's transport also checks every address at connect
+time and connects only to the one it checked (`public_only_transport`). Transient
 failures (network errors, timeouts, 429, 5xx) are retried with doubling backoff; any other
 answer is final. Logs name the host only: the URL's path and the body may carry the caller's
 data.
@@ -19,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
-from tollhouse.kit.ssrf import UrlNotAllowed, check_public_url
+from tollhouse.kit.ssrf import UrlNotAllowed, check_public_url, public_only_transport
 
 log = structlog.get_logger("tollhouse.callbacks")
 
@@ -58,9 +60,12 @@ class CallbackSender:
         self.max_attempts = max(1, max_attempts)
         self.backoff_seconds = backoff_seconds
         self._sleep = sleep
+        # Pinned to checked public addresses unless private ones are allowed; with a transport
+        # given, httpx reads `verify` from the transport (and no proxy from the environment).
+        transport = None if allow_private else public_only_transport(verify=verify)
         # Redirects are not followed: a 3xx could point anywhere, past the SSRF check.
         self._client = httpx.AsyncClient(
-            timeout=timeout_seconds, verify=verify, follow_redirects=False
+            timeout=timeout_seconds, verify=verify, follow_redirects=False, transport=transport
         )
 
     async def send(self, url: str, payload: dict[str, Any]) -> bool:
