@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tollhouse.catalog.models import Tier
 from tollhouse.db.engine import Database
@@ -424,3 +424,46 @@ async def test_without_a_redis_url_the_limiter_is_in_memory() -> None:
     limiter = rate_limiter_from_url(None, "unused:")
     assert isinstance(limiter, MemoryRateLimiter)
     await limiter.close()
+
+
+# The tier's limit, cached per process for CALLER_CACHE_SECONDS
+
+
+async def test_a_tier_limit_change_is_seen_within_the_cache_window(world: World) -> None:
+    """0 reads the tier every time; a window serves another process's change at most that
+    late; a change this process commits is seen at once."""
+
+    async def tracked(cache_seconds: float) -> Usage:
+        async with world.db.session() as session:
+            return await quota.track(
+                session, world.alice, "free", 1, T0, cache_seconds=cache_seconds
+            )
+
+    async def set_limit_elsewhere(limit: int) -> None:
+        # As another process would: straight through the engine, no session of this process.
+        async with world.db.engine.begin() as connection:
+            await connection.execute(
+                update(Tier)
+                .where(Tier.project_id == world.project_id, Tier.slug == "free")
+                .values(limit=limit)
+            )
+
+    assert (await tracked(0)).limit == 3
+    await set_limit_elsewhere(4)
+    assert ((await tracked(0)).count, (await tracked(0.3)).limit) == (2, 4)
+    assert (await tracked(0.3)).count == 4
+    await set_limit_elsewhere(10)
+    with pytest.raises(QuotaExceeded) as refused:
+        await tracked(0.3)  # the cached limit, for at most the window
+    assert (refused.value.count, refused.value.limit) == (4, 4)
+    await asyncio.sleep(0.35)
+    assert ((usage := await tracked(0.3)).count, usage.limit) == (5, 10)
+    async with world.db.session() as session:  # this process's own change
+        await session.execute(
+            update(Tier)
+            .where(Tier.project_id == world.project_id, Tier.slug == "free")
+            .values(limit=5)
+        )
+    with pytest.raises(QuotaExceeded) as refused:
+        await tracked(0.3)
+    assert (refused.value.count, refused.value.limit) == (5, 5)

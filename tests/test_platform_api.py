@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from jwks_server import JwksServer, claims, new_key
 from platform_fixtures import (
@@ -26,6 +26,7 @@ from platform_fixtures import (
     user_token,
 )
 from support import PEPPER, ClientFactory, app_of, assert_error
+from tollhouse.billing.models import Subscription
 from tollhouse.identity.models import User
 from tollhouse.metering.models import UsageCounter
 from tollhouse.tenancy import service as tenancy
@@ -730,3 +731,70 @@ async def test_key_checks_share_one_platform(client: httpx.AsyncClient) -> None:
     )
     assert_error(response, 403, "publishable_key_mismatch")
     assert isinstance(test, Keys)
+
+
+# --- the entitled plan, cached per process for CALLER_CACHE_SECONDS -----------------------
+
+
+async def _subscribe_elsewhere(client: httpx.AsyncClient, keys: Keys, plan: str) -> None:
+    """An entitled subscription for the project's one end user, written as another process
+    (a webhook on another replica) would: straight through the engine."""
+    async with database(client).session() as session:
+        user_id = await session.scalar(select(User.id).where(User.project_id == keys.project_id))
+    async with database(client).engine.begin() as connection:
+        await connection.execute(
+            insert(Subscription).values(
+                project_id=keys.project_id,
+                user_id=user_id,
+                stripe_subscription_id=f"sub_{uuid.uuid4().hex}",
+                plan=plan,
+                status="active",
+            )
+        )
+
+
+async def _plan_of_next_call(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    response = await client.post(DATA, headers=headers)
+    assert response.status_code == 200, response.text
+    plan: str = response.json()["usage"]["plan"]
+    return plan
+
+
+@pytest.mark.parametrize("cache_seconds", [0, 0.3])
+async def test_a_plan_change_elsewhere_is_seen_within_the_cache_window(
+    make_client: ClientFactory, cache_seconds: float
+) -> None:
+    client = await make_client(caller_cache_seconds=cache_seconds)
+    keys = await new_project(client)
+    headers = await end_user(client, keys, "subscriber@example.com")
+    assert await _plan_of_next_call(client, headers) == "free"
+    await _subscribe_elsewhere(client, keys, "pro")
+    if cache_seconds:
+        assert await _plan_of_next_call(client, headers) == "free"  # at most the window
+        await asyncio.sleep(cache_seconds + 0.05)
+    assert await _plan_of_next_call(client, headers) == "pro"
+
+
+async def test_a_plan_change_this_process_commits_is_seen_at_once(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(caller_cache_seconds=60)
+    keys = await new_project(client)
+    headers = await end_user(client, keys, "subscriber@example.com")
+    assert await _plan_of_next_call(client, headers) == "free"
+    async with database(client).session() as session:  # an ORM insert (flush)
+        user_id = await session.scalar(select(User.id).where(User.project_id == keys.project_id))
+        assert user_id is not None
+        session.add(
+            Subscription(
+                project_id=keys.project_id,
+                user_id=user_id,
+                stripe_subscription_id="sub_here",
+                plan="pro",
+                status="active",
+            )
+        )
+    assert await _plan_of_next_call(client, headers) == "pro"
+    async with database(client).session() as session:  # a Core update (the webhook's kind)
+        await session.execute(update(Subscription).values(status="canceled"))
+    assert await _plan_of_next_call(client, headers) == "free"

@@ -17,13 +17,16 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import insert, select
 from starlette.requests import Request
 
 from conftest import make_settings
-from platform_fixtures import Keys, end_user
-from support import SERVICE, as_user, assert_error, free_port, resolve
+from platform_fixtures import Keys, database, end_user, new_project
+from support import SERVICE, ClientFactory, as_user, assert_error, free_port, resolve
 from tollhouse.app import create_app
 from tollhouse.kit.forwarding import Upstream, UpstreamConfig, UpstreamUnavailable
+from tollhouse.upstreams import platform
+from tollhouse.upstreams.models import UpstreamRoute
 from upstream_app import CLOCKCHAIN_KEY, MB
 
 pytestmark = pytest.mark.anyio
@@ -514,3 +517,49 @@ async def test_only_idempotent_methods_are_retried(method: str, attempts: int) -
     finally:
         await upstream.close()
     assert sent == [method] * attempts
+
+
+# --- a project's /gw routes, cached per process for CALLER_CACHE_SECONDS ------------------------
+
+
+async def test_gw_routes_are_read_again_within_the_cache_window(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client()
+    keys = await new_project(client, tiers=[])
+    db = database(client)
+
+    async def match(cache_seconds: float) -> platform.GatewayRoute:
+        async with db.session() as session:
+            return await platform.match_route(
+                session, keys.project_id, "api/x", "GET", cache_seconds
+            )
+
+    with pytest.raises(platform.NoUpstreamRoute):
+        await match(0.3)  # "no routes" is remembered too
+    # Another process registers a route: straight through the engine.
+    async with db.engine.begin() as connection:
+        await connection.execute(
+            insert(UpstreamRoute).values(
+                project_id=keys.project_id,
+                path_prefix="api",
+                upstream_url="https://api.example.com/v1/",
+                methods="GET",
+                units=2,
+            )
+        )
+    with pytest.raises(platform.NoUpstreamRoute):
+        await match(0.3)  # at most the window
+    assert (await match(0)).path_prefix == "api"  # no cache: seen at once
+    await asyncio.sleep(0.35)
+    route = await match(0.3)
+    assert (route.path_prefix, route.units, route.base_path) == ("api", 2, "/v1")
+    # This process deletes it (the console's path): seen at once, cache or not.
+    async with db.session() as session:
+        route_id = await session.scalar(
+            select(UpstreamRoute.id).where(UpstreamRoute.project_id == keys.project_id)
+        )
+        assert route_id is not None
+        await platform.delete_route(session, keys.project_id, route_id)
+    with pytest.raises(platform.NoUpstreamRoute):
+        await match(0.3)

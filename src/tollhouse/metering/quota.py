@@ -29,6 +29,8 @@ from tollhouse.db.dialect import insert_ignoring_conflicts, upsert
 from tollhouse.db.types import UTCDateTime
 from tollhouse.identity.models import User
 from tollhouse.kit.clock import utcnow
+from tollhouse.kit.ttl_cache import TTLCache
+from tollhouse.metering.caches import cleared_on_commit
 from tollhouse.metering.errors import QuotaExceeded, UnknownPlan
 from tollhouse.metering.models import UsageCounter, UsageDaily
 from tollhouse.metering.periods import Period, current_period
@@ -121,27 +123,52 @@ _READ = select(_counters.c.plan, *_RETURNED).where(_counters.c.user_id == bindpa
 _DAILY_UPSERTS: dict[str, Any] = {}
 
 
-async def limit_for(session: AsyncSession, project_id: str, plan: str) -> PlanLimit:
-    """The project's subscription tier named by `plan` (case-insensitive), or UnknownPlan."""
-    row = (await session.execute(_TIER, {"project": project_id, "slug": plan.lower()})).first()
+# (project, slug) → its tier, for CALLER_CACHE_SECONDS; emptied when this process commits a
+# change to a tier (metering/caches.py). Unknown plans are not kept.
+_limits: TTLCache[tuple[str, str], PlanLimit] = TTLCache()
+cleared_on_commit(_limits, "tiers")
+
+
+async def limit_for(
+    session: AsyncSession, project_id: str, plan: str, cache_seconds: float = 0
+) -> PlanLimit:
+    """The project's subscription tier named by `plan` (case-insensitive), or UnknownPlan.
+    With `cache_seconds`, an answer that old at most may come from this process's memory."""
+    key = (project_id, plan.lower())
+    if cache_seconds > 0:
+        cached = _limits.get(key)
+        if cached is not None:
+            return cached
+    row = (await session.execute(_TIER, {"project": project_id, "slug": key[1]})).first()
     if row is None:
         raise UnknownPlan(plan)
     slug, limit, period = row
-    return PlanLimit(slug, limit, period)
+    found = PlanLimit(slug, limit, period)
+    _limits.put(key, found, cache_seconds)
+    return found
 
 
 async def track(
-    session: AsyncSession, user: User, plan: str, units: int = 1, now: datetime | None = None
+    session: AsyncSession,
+    user: User,
+    plan: str,
+    units: int = 1,
+    now: datetime | None = None,
+    *,
+    cache_seconds: float = 0,
 ) -> Usage:
     """Count `units` against the user's plan in the current period, or raise QuotaExceeded.
 
     Safe under any concurrency: every write is conditional, so N parallel calls against a
     limit of L succeed exactly min(N, L) times. Unlimited tiers never refuse but still count.
+    The tier's limit may come from a cache at most `cache_seconds` old (a limit the developer
+    changes applies within CALLER_CACHE_SECONDS); the counting statement stays one atomic
+    conditional UPDATE with that limit as a constant.
     """
     if units < 1:
         raise ValueError("units must be at least 1")
     now = now or utcnow()
-    tier = await limit_for(session, user.project_id, plan)
+    tier = await limit_for(session, user.project_id, plan, cache_seconds)
     count, start, end = await _count(session, user, tier, units, now)
     await _add_to_daily(session, user, units, now)
     return Usage(count, tier.limit, tier.slug, start, end)
@@ -221,11 +248,18 @@ async def _add_to_daily(session: AsyncSession, user: User, units: int, now: date
     )
 
 
-async def check(session: AsyncSession, user: User, plan: str, now: datetime | None = None) -> Usage:
+async def check(
+    session: AsyncSession,
+    user: User,
+    plan: str,
+    now: datetime | None = None,
+    *,
+    cache_seconds: float = 0,
+) -> Usage:
     """The user's usage, read-only. A period that has ended (or a changed plan) reads as 0 in
     the new period; this is computed, not written: the next track() writes the reset."""
     now = now or utcnow()
-    tier = await limit_for(session, user.project_id, plan)
+    tier = await limit_for(session, user.project_id, plan, cache_seconds)
     return await _read(session, user, tier, now)
 
 

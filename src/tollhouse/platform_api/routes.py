@@ -62,6 +62,7 @@ async def list_products(caller: PlatformCaller, session: SessionDep) -> dict[str
 @router.post("/api/data")
 async def track_usage(
     caller: RateLimitedEndUser,
+    request: Request,
     session: SessionDep,
     idempotency: IdempotencyDep,
     body: DataRequest | None = None,
@@ -70,14 +71,18 @@ async def track_usage(
     With an `Idempotency-Key`, a retry replays the first answer and counts nothing."""
     assert caller.user is not None
     units = body.units if body is not None else 1
+    cache_seconds = identity_context(request).settings.caller_cache_seconds
     return await idempotency.run(
-        f"data:{caller.user.id}", lambda: usage.track(session, caller, units)
+        f"data:{caller.user.id}", lambda: usage.track(session, caller, units, cache_seconds)
     )
 
 
 @router.get("/api/usage")
-async def get_usage(caller: RateLimitedEndUser, session: SessionDep) -> dict[str, Any]:
-    return await usage.report(session, caller)
+async def get_usage(
+    caller: RateLimitedEndUser, request: Request, session: SessionDep
+) -> dict[str, Any]:
+    cache_seconds = identity_context(request).settings.caller_cache_seconds
+    return await usage.report(session, caller, cache_seconds)
 
 
 # --- customers ----------------------------------------------------------------------------

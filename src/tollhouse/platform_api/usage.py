@@ -14,17 +14,20 @@ from tollhouse.platform_api import wire
 TRACKED_MESSAGE = "Usage tracked."
 
 
-async def track(session: AsyncSession, caller: Caller, units: int) -> dict[str, Any]:
+async def track(
+    session: AsyncSession, caller: Caller, units: int, cache_seconds: float = 0
+) -> dict[str, Any]:
     """Count `units` against the end user's effective plan (403 over the limit or for a plan
-    the project has no tier for)."""
+    the project has no tier for). The plan and the tier's limit may come from this process's
+    caches, at most `cache_seconds` (CALLER_CACHE_SECONDS) old."""
     assert caller.user is not None
-    plan = await effective_plan(session, caller)
-    standing = await quota.track(session, caller.user, plan, units)
+    plan = await effective_plan(session, caller, cache_seconds)
+    standing = await quota.track(session, caller.user, plan, units, cache_seconds=cache_seconds)
     return {"success": True, "data": {"message": TRACKED_MESSAGE}, "usage": wire.usage(standing)}
 
 
-async def report(session: AsyncSession, caller: Caller) -> dict[str, Any]:
+async def report(session: AsyncSession, caller: Caller, cache_seconds: float = 0) -> dict[str, Any]:
     assert caller.user is not None
-    plan = await effective_plan(session, caller)
-    standing = await quota.check(session, caller.user, plan)
+    plan = await effective_plan(session, caller, cache_seconds)
+    standing = await quota.check(session, caller.user, plan, cache_seconds=cache_seconds)
     return wire.usage_report(caller.user, standing)

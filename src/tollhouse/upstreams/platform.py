@@ -9,12 +9,14 @@ quota (the same atomic `track` as `POST /api/data`), forwards to
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.db.engine import Database
@@ -24,7 +26,9 @@ from tollhouse.identity.models import User
 from tollhouse.kit.errors import Conflict, NotFound, TollhouseError
 from tollhouse.kit.forwarding import Settle
 from tollhouse.kit.ssrf import check_public_url
+from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.metering import quota
+from tollhouse.metering.caches import cleared_on_commit
 from tollhouse.metering.plans import effective_plan
 from tollhouse.upstreams.context import identity_of, upstream_context
 from tollhouse.upstreams.models import UpstreamRoute
@@ -143,18 +147,56 @@ async def delete_route(session: AsyncSession, project_id: str, route_id: str) ->
     return route
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayRoute:
+    """What forwarding needs of a route: plain values, safe to keep between requests."""
+
+    path_prefix: str
+    upstream_url: str
+    methods: str  # "GET,POST", as stored
+    units: int
+    base_path: str  # the upstream URL's path, without its trailing slash
+
+
+_routes = cast(Table, UpstreamRoute.__table__)
+_GATEWAY_ROUTES = select(
+    _routes.c.path_prefix, _routes.c.upstream_url, _routes.c.methods, _routes.c.units
+).where(_routes.c.project_id == bindparam("project"))
+# project → its routes, for CALLER_CACHE_SECONDS; emptied when this process commits a change
+# to any route (create/delete through the console), see metering/caches.py.
+_gateway_routes: TTLCache[str, tuple[GatewayRoute, ...]] = TTLCache()
+cleared_on_commit(_gateway_routes, "upstream_routes")
+
+
+async def gateway_routes(
+    session: AsyncSession, project_id: str, cache_seconds: float = 0
+) -> tuple[GatewayRoute, ...]:
+    """The project's routes, from this process's memory when read in the last
+    `cache_seconds`."""
+    if cache_seconds > 0:
+        cached = _gateway_routes.get(project_id)
+        if cached is not None:
+            return cached
+    rows = await session.execute(_GATEWAY_ROUTES, {"project": project_id})
+    routes = tuple(
+        GatewayRoute(prefix, url, methods, units, urlsplit(url).path.rstrip("/"))
+        for prefix, url, methods, units in rows
+    )
+    _gateway_routes.put(project_id, routes, cache_seconds)
+    return routes
+
+
 def _matches(prefix: str, path: str) -> bool:
     return prefix == "" or path == prefix or path.startswith(prefix + "/")
 
 
 async def match_route(
-    session: AsyncSession, project_id: str, path: str, method: str
-) -> UpstreamRoute:
+    session: AsyncSession, project_id: str, path: str, method: str, cache_seconds: float = 0
+) -> GatewayRoute:
     """The route with the longest prefix of `path` (404), if it takes `method` (405)."""
     path = path.strip("/")
-    candidates = [
-        r for r in await list_routes(session, project_id) if _matches(r.path_prefix, path)
-    ]
+    routes = await gateway_routes(session, project_id, cache_seconds)
+    candidates = [r for r in routes if _matches(r.path_prefix, path)]
     if not candidates:
         raise NoUpstreamRoute()
     route = max(candidates, key=lambda r: len(r.path_prefix))
@@ -179,16 +221,19 @@ async def forward(
     if caller.project_id != project_id:
         raise NoUpstreamRoute()
     assert caller.user is not None
-    route = await match_route(session, project_id, path, request.method)
-    plan = await effective_plan(session, caller)
-    await quota.track(session, caller.user, plan, route.units)
+    context = upstream_context(request)
+    # Routes, plan and tier limit may come from this process's caches (CALLER_CACHE_SECONDS).
+    cache_seconds = context.settings.caller_cache_seconds
+    route = await match_route(session, project_id, path, request.method, cache_seconds)
+    plan = await effective_plan(session, caller, cache_seconds)
+    await quota.track(session, caller.user, plan, route.units, cache_seconds=cache_seconds)
     # Counted and committed before the upstream is called (no transaction held open on I/O).
     await session.commit()
     rest = path.strip("/").removeprefix(route.path_prefix).lstrip("/")
-    upstream = upstream_context(request).platform.for_origin(route.upstream_url)
+    upstream = context.platform.for_origin(route.upstream_url)
     return await upstream.forward(
         request,
-        f"{urlsplit(route.upstream_url).path.rstrip('/')}/{rest}",
+        f"{route.base_path}/{rest}",
         identity=identity_of(caller),
         settle=refund_on_failure(database(request), caller.user, route.units),
     )
