@@ -60,13 +60,26 @@ class CallbackSender:
         self.max_attempts = max(1, max_attempts)
         self.backoff_seconds = backoff_seconds
         self._sleep = sleep
-        # Pinned to checked public addresses unless private ones are allowed; with a transport
-        # given, httpx reads `verify` from the transport (and no proxy from the environment).
-        transport = None if allow_private else public_only_transport(verify=verify)
-        # Redirects are not followed: a 3xx could point anywhere, past the SSRF check.
-        self._client = httpx.AsyncClient(
-            timeout=timeout_seconds, verify=verify, follow_redirects=False, transport=transport
-        )
+        self._timeout = timeout_seconds
+        self._verify = verify
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        """Made on first use: loading the CA bundle costs ~30 ms, and most apps never call back."""
+        if self._client is None:
+            # Pinned to checked public addresses unless private ones are allowed; with a
+            # transport given, httpx reads `verify` from it (and no proxy from the environment).
+            transport = None
+            if not self.allow_private:
+                transport = public_only_transport(verify=self._verify)
+            # Redirects are not followed: a 3xx could point anywhere, past the SSRF check.
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout,
+                verify=self._verify,
+                follow_redirects=False,
+                transport=transport,
+            )
+        return self._client
 
     async def send(self, url: str, payload: dict[str, Any]) -> bool:
         """True once a 2xx answer came back; False when refused, rejected or out of attempts."""
@@ -80,7 +93,7 @@ class CallbackSender:
                 log.warning("callback_refused", host=host, attempt=attempt)
                 return False
             try:
-                response = await self._client.post(url, content=body, headers=headers)
+                response = await self._http().post(url, content=body, headers=headers)
             except httpx.TransportError as exc:  # connect/read errors and timeouts
                 outcome: str = type(exc).__name__
             else:
@@ -101,4 +114,5 @@ class CallbackSender:
         return False  # unreachable: the last attempt returns above
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()

@@ -162,17 +162,19 @@ def public_only_transport(
     """
     if kwargs.get("proxy") is not None or kwargs.get("uds") is not None:
         raise ValueError("A public-only transport takes no proxy and no Unix socket.")
-    transport = httpx.AsyncHTTPTransport(**kwargs)
     bound = inspect.signature(httpx.AsyncHTTPTransport).bind(**kwargs)
     bound.apply_defaults()
     args = bound.arguments
+    # One SSL context for both pools (loading the CA bundle is the costly part).
+    ssl_context = httpx.create_ssl_context(
+        verify=args["verify"], cert=args["cert"], trust_env=args["trust_env"]
+    )
+    transport = httpx.AsyncHTTPTransport(**{**kwargs, "verify": ssl_context, "cert": None})
     limits: httpx.Limits = args["limits"]
     if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
         raise RuntimeError("httpx.AsyncHTTPTransport no longer keeps its pool in `_pool`.")
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(
-            verify=args["verify"], cert=args["cert"], trust_env=args["trust_env"]
-        ),
+        ssl_context=ssl_context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
