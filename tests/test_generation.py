@@ -28,8 +28,11 @@ from s3_peer import BUCKET, REGION, raw_client
 from scene_script import QUERY, script_scene
 from support import ADMIN_KEY, SERVICE, as_user, assert_error, resolve, serving
 from tollhouse.app import create_app
+from tollhouse.generation import routes as generation_routes
 from tollhouse.generation.callbacks import CallbackSender
 from tollhouse.generation.models import Timepoint
+from tollhouse.generation.service import new_timepoint
+from tollhouse.identity.caller import Caller, CallerKind
 from tollhouse.kit.clock import utcnow
 
 pytestmark = pytest.mark.anyio
@@ -529,6 +532,36 @@ async def test_runs_orphaned_by_a_dead_process_are_failed_by_the_sweeper(gen: Ge
     swept = (await gen.http.get(f"/api/v1/timepoints/{body['id']}", headers=SERVICE)).json()
     assert swept["status"] == "failed"
     assert swept["error"] == "Generation was interrupted before it finished"
+
+
+async def test_a_follower_of_a_run_whose_server_died_is_told_so(
+    gen: Gen, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No event will ever come (the process running it is gone): once the run's time is up the
+    follower gets an `interrupted` error instead of keep-alives forever."""
+    monkeypatch.setattr(generation_routes, "FOLLOW_GRACE_SECONDS", 0.0)
+    domain = gen.app.state.generation
+    domain.settings.generation_timeout_seconds = 0.3
+    orphan = uuid.uuid4()
+    async with domain.database.session() as session:
+        home = gen.app.state.identity.home_project_id
+        caller = Caller(CallerKind.SYSTEM, home)
+        session.add(
+            new_timepoint(
+                caller, orphan, QUERY, "balanced", visibility="public", generate_image=False
+            )
+        )
+        await session.commit()
+    response = await gen.http.get(f"/api/v1/timepoints/{orphan}/stream", headers=SERVICE)
+    assert frames(response.text) == [
+        {
+            "event": "error",
+            "step": "interrupted",
+            "data": None,
+            "progress": 0,
+            "error": "The generation stopped without finishing: the server running it went away.",
+        }
+    ]
 
 
 async def test_unmetered_gateway_calls_are_not_charged(gen: Gen) -> None:

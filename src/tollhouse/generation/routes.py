@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -39,6 +40,7 @@ from tollhouse.generation.schemas import (
 )
 from tollhouse.identity.caller import Caller, GatewayCaller, UserCaller
 from tollhouse.kit import sse
+from tollhouse.kit.clock import utcnow
 from tollhouse.kit.idempotency import IdempotencyDep
 from tollhouse.ledger.charging import hold_charge
 from tollhouse.ledger.costs import generation_cost_key
@@ -161,9 +163,40 @@ def _frames(events: AsyncIterator[GenerationEvent], keepalive: float) -> AsyncIt
     return sse.with_keepalive(encoded(), keepalive)
 
 
-def _event_stream(domain: Generations, timepoint_id: uuid.UUID) -> StreamingResponse:
+# A follower waits at most this long past the latest a run can end (its timeout) before it
+# concludes the run's process went away and answers from the row instead.
+FOLLOW_GRACE_SECONDS = 30.0
+
+
+async def _followed(domain: Generations, timepoint: Timepoint) -> AsyncIterator[GenerationEvent]:
+    """The run's events (replayed, then live) up to its terminal one; when none comes in time
+    (the process running it died), what the row says instead."""
+    timepoint_id, created_at = timepoint.id, timepoint.created_at
+    limit = timedelta(seconds=domain.settings.generation_timeout_seconds + FOLLOW_GRACE_SECONDS)
+    events = domain.bus.follow(runs.topic(timepoint_id))
+    try:
+        while (remaining := (created_at + limit - utcnow()).total_seconds()) > 0:
+            try:
+                event = await asyncio.wait_for(anext(events), remaining)
+            except (StopAsyncIteration, TimeoutError):
+                break
+            yield event
+            if event.terminal:
+                return
+    finally:
+        await events.aclose()
+    async with domain.database.session() as session:
+        row = await session.get(Timepoint, timepoint_id)
+    if row is not None and row.status != "processing":
+        yield views.done_event(row)
+    else:
+        message = "The generation stopped without finishing: the server running it went away."
+        yield GenerationEvent("error", "interrupted", None, 0, message)
+
+
+def _event_stream(domain: Generations, events: AsyncIterator[GenerationEvent]) -> StreamingResponse:
     return StreamingResponse(
-        _frames(domain.bus.follow(runs.topic(timepoint_id)), domain.settings.sse_keepalive_seconds),
+        _frames(events, domain.settings.sse_keepalive_seconds),
         media_type=sse.MEDIA_TYPE,
         headers=sse.HEADERS,
     )
@@ -175,7 +208,9 @@ async def generate_stream(
 ) -> StreamingResponse:
     """Generate, sending an SSE frame per finished step; errors before the stream are JSON."""
     job, _ = await _begin(body, request, caller, session)
-    return _event_stream(generations(request), job.timepoint_id)
+    domain = generations(request)
+    timepoint = await service.find(session, caller, job.timepoint_id)
+    return _event_stream(domain, _followed(domain, timepoint))
 
 
 @router.get("", response_model=TimepointPage)
@@ -271,33 +306,13 @@ async def follow_timepoint(
     domain = generations(request)
     timepoint = await service.find_visible(session, caller, timepoint_id)
     if timepoint.status == "processing" or await domain.bus.has(runs.topic(timepoint_id)):
-        return _event_stream(domain, timepoint_id)
+        return _event_stream(domain, _followed(domain, timepoint))
+
     # Finished long ago (its events expired): its ending is all there is to tell.
-    done = GenerationEvent(
-        "done",
-        "complete",
-        {
-            "timepoint_id": str(timepoint.id),
-            "slug": timepoint.slug,
-            "status": timepoint.status,
-            "year": timepoint.year,
-            "location": timepoint.location,
-            "total_latency_ms": timepoint.generation_time_ms,
-            "has_image": timepoint.image_key is not None,
-            "saved": True,
-        },
-        100,
-        timepoint.error_message,
-    )
+    async def ending() -> AsyncIterator[GenerationEvent]:
+        yield views.done_event(timepoint)
 
-    async def once() -> AsyncIterator[GenerationEvent]:
-        yield done
-
-    return StreamingResponse(
-        _frames(once(), domain.settings.sse_keepalive_seconds),
-        media_type=sse.MEDIA_TYPE,
-        headers=sse.HEADERS,
-    )
+    return _event_stream(domain, ending())
 
 
 @router.patch("/{timepoint_id}/visibility", response_model=TimepointResponse)

@@ -190,7 +190,7 @@ class Generations:
                     job.timepoint_id,
                     self._finished(job, status, error, record, image_key, elapsed_ms, result),
                 )
-                slug, year, location = timepoint.slug, timepoint.year, timepoint.location
+                done = views.done_event(timepoint)
                 await session.commit()
         except Exception as exc:
             log.exception("generation_save_failed", timepoint_id=str(job.timepoint_id))
@@ -214,25 +214,7 @@ class Generations:
             await self._callback(job, None, f"{type(exc).__name__}: {exc}")
             return Outcome(job.timepoint_id, "failed", str(exc), "exception")
         await (job.charge.capture() if status == "completed" else job.charge.release())
-        await self._publish(
-            job,
-            GenerationEvent(
-                "done",
-                "complete",
-                {
-                    "timepoint_id": str(job.timepoint_id),
-                    "slug": slug,
-                    "status": status,
-                    "year": year,
-                    "location": location,
-                    "total_latency_ms": elapsed_ms,
-                    "has_image": image_key is not None,
-                    "saved": True,
-                },
-                100,
-                error if status == "failed" else None,
-            ),
-        )
+        await self._publish(job, done)
         await self._callback(job, status, error)
         return Outcome(job.timepoint_id, status, error, interrupted)
 

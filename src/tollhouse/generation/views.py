@@ -6,6 +6,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
+from tollhouse.generation.events import GenerationEvent
 from tollhouse.generation.models import Timepoint
 from tollhouse.generation.presets import model_permissiveness, model_provider
 from tollhouse.generation.schemas import (
@@ -92,6 +93,26 @@ def response(
         body.grounding = _payload(timepoint, "grounding_data")
         body.moment = _payload(timepoint, "moment_data")
     return body
+
+
+def done_event(timepoint: Timepoint) -> GenerationEvent:
+    """The terminal SSE event of a saved run (flash-contract §4.4)."""
+    return GenerationEvent(
+        "done",
+        "complete",
+        {
+            "timepoint_id": str(timepoint.id),
+            "slug": timepoint.slug,
+            "status": timepoint.status,
+            "year": timepoint.year,
+            "location": timepoint.location,
+            "total_latency_ms": timepoint.generation_time_ms,
+            "has_image": timepoint.image_key is not None,
+            "saved": True,
+        },
+        100,
+        timepoint.error_message if timepoint.status == "failed" else None,
+    )
 
 
 def summary(timepoint: Timepoint) -> TimepointSummary:
