@@ -140,6 +140,22 @@ async def test_without_a_provider_every_generate_route_says_what_to_set_and_char
     assert health["providers"] == {"google": False, "openrouter": False, "compatible": False}
 
 
+async def test_status_names_the_provider_and_the_default_models(
+    make_gen: MakeGen, gen: Gen
+) -> None:
+    status = (await gen.http.get("/api/v1/status", headers=SERVICE)).json()
+    assert status["primary_provider"] == "compatible"
+    assert status["models"] == {
+        "judge": "google/gemini-2.5-flash",
+        "creative": "google/gemini-2.5-flash",
+        "image": "google/gemini-2.5-flash-image",
+    }
+    without = await make_gen(provider=False)
+    assert (await without.http.get("/api/v1/status", headers=SERVICE)).json()[
+        "primary_provider"
+    ] is None
+
+
 @pytest.mark.parametrize(
     "body",
     [

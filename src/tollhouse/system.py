@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tollhouse import __version__
 from tollhouse.db.session import database
+from tollhouse.generation.presets import DEFAULT_PRESET
 from tollhouse.identity.caller import GatewayCaller, identity_context
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.upstreams import routes as upstreams
@@ -69,6 +70,23 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def _generation_status(request: Request) -> dict[str, Any]:
+    """flash-contract §1.2: the provider tried first and the default preset's models."""
+    generation = getattr(request.app.state, "generation", None)
+    if generation is None:  # the billing role generates nothing
+        return {}
+    preset = generation.presets[DEFAULT_PRESET]
+    names = generation.router.names
+    return {
+        "primary_provider": names[0] if names else None,
+        "models": {
+            "judge": preset.judge_model or preset.text_model,
+            "creative": preset.text_model,
+            "image": preset.image_model,
+        },
+    }
+
+
 @router.get("/api/v1/status")
 async def status(caller: GatewayCaller, request: Request) -> dict[str, Any]:
     """The API version and how this request's credentials were understood."""
@@ -77,6 +95,7 @@ async def status(caller: GatewayCaller, request: Request) -> dict[str, Any]:
         "api_version": "v1",
         "app_version": __version__,
         "environment": settings.tollhouse_env,
+        **_generation_status(request),
         "caller": {
             "kind": caller.kind.value,
             "project_id": caller.project_id,
