@@ -644,6 +644,39 @@ async def test_with_a_bucket_images_go_to_s3(
     assert image.headers["content-type"] == "image/png"
 
 
+async def test_removed_timepoints_lose_their_images(gen: Gen, tmp_path: Path) -> None:
+    """Permanent delete and GDPR erasure queue the image for the storage sweeper, in the
+    same transaction as the row's removal."""
+    user = await resolve(gen.http, "forgettable")
+    made = [
+        (
+            await gen.http.post(
+                GENERATE + "/sync",
+                json={"query": QUERY, "generate_image": True},
+                headers=as_user(user),
+            )
+        ).json()
+        for _ in range(2)
+    ]
+    files = [tmp_path / "media" / "timepoints" / tp["id"] / "image.png" for tp in made]
+    assert all(path.exists() for path in files)
+    domain = gen.app.state.generation
+    deleted = await gen.http.delete(
+        f"/api/v1/timepoints/{made[0]['id']}", params={"permanent": "true"}, headers=as_user(user)
+    )
+    assert deleted.status_code == 200
+    assert await domain.purge_images() == 1
+    assert not files[0].exists()
+    assert files[1].exists()
+    erased = await gen.http.delete("/api/v1/users/me", headers=as_user(user))
+    assert erased.status_code == 200, erased.text
+    assert await domain.purge_images() == 1
+    assert not files[1].exists()
+    assert await domain.purge_images() == 0
+    gone = await gen.http.get(f"/api/v1/timepoints/{made[1]['id']}", headers=SERVICE)
+    assert_error(gone, 404, "timepoint_not_found")
+
+
 async def test_an_image_failure_keeps_the_scene(gen: Gen) -> None:
     gen.script.fail("image", 500, times=50)
     user = await resolve(gen.http, "no-paint")

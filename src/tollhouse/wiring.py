@@ -162,6 +162,9 @@ def background_jobs(
             "fail_abandoned_generations",
             generation.sweep_abandoned,
         )
+        jobs.every(
+            settings.hold_sweep_interval_seconds, "purge_deleted_images", generation.purge_images
+        )
     jobs.every(
         settings.hold_sweep_interval_seconds,
         "release_expired_holds",

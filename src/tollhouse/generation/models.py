@@ -90,3 +90,14 @@ class GenerationLog(CreatedAt, Base):
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ImageDeletion(CreatedAt, Base):
+    """An image whose timepoint is gone (permanent delete, GDPR erasure), waiting for the
+    storage sweeper: written in the same transaction as the row's removal, so a rolled-back
+    request deletes nothing and a committed one always loses its image."""
+
+    __tablename__ = "image_deletions"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    image_key: Mapped[str] = mapped_column(String(300))

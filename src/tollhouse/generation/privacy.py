@@ -1,4 +1,5 @@
-"""Timepoints in a user's GDPR export; erasure deletes them (they are the user's content)."""
+"""Timepoints in a user's GDPR export; erasure deletes them (they are the user's content),
+and their images with them (queued for the storage sweeper)."""
 
 from __future__ import annotations
 
@@ -27,4 +28,4 @@ async def export_timepoints(session: AsyncSession, user: User) -> list[dict[str,
 @on_erase
 async def erase_timepoints(session: AsyncSession, user: User) -> None:
     for timepoint in await repository.of_user(session, user.id):
-        await repository.remove(session, timepoint.id)
+        await repository.remove(session, timepoint)

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Select, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollhouse.generation.models import GenerationLog, Timepoint
+from tollhouse.generation.models import GenerationLog, ImageDeletion, Timepoint
 
 
 async def by_id(
@@ -75,8 +75,20 @@ async def of_user(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Timepoi
     return rows.all()
 
 
-async def remove(session: AsyncSession, timepoint_id: uuid.UUID) -> None:
-    await session.execute(delete(Timepoint).where(Timepoint.id == timepoint_id))
+async def remove(session: AsyncSession, timepoint: Timepoint) -> None:
+    """Delete the row; its image is queued for the storage sweeper in the same transaction."""
+    if timepoint.image_key is not None:
+        session.add(ImageDeletion(image_key=timepoint.image_key))
+    await session.execute(delete(Timepoint).where(Timepoint.id == timepoint.id))
+
+
+async def image_deletions(session: AsyncSession, limit: int) -> Sequence[ImageDeletion]:
+    rows = await session.scalars(select(ImageDeletion).order_by(ImageDeletion.id).limit(limit))
+    return rows.all()
+
+
+async def forget_image_deletions(session: AsyncSession, ids: Sequence[int]) -> None:
+    await session.execute(delete(ImageDeletion).where(ImageDeletion.id.in_(ids)))
 
 
 async def fail_abandoned(

@@ -330,16 +330,11 @@ async def change_visibility(
 @router.delete("/{timepoint_id}", response_model=Deleted)
 async def delete_timepoint(
     timepoint_id: uuid.UUID,
-    request: Request,
     caller: GatewayCaller,
     session: SessionDep,
     permanent: bool = False,
 ) -> Deleted:
-    timepoint = await service.delete(session, caller, timepoint_id, permanent=permanent)
-    if permanent and timepoint.image_key is not None:
-        # After the commit: a request that fails must not lose the image of a row it kept.
-        await session.commit()
-        await generations(request).storage.delete(timepoint.image_key)
+    await service.delete(session, caller, timepoint_id, permanent=permanent)
     kind = "permanently deleted" if permanent else "soft-deleted"
     return Deleted(id=timepoint_id, deleted=True, message=f"Timepoint {timepoint_id} {kind}")
 

@@ -330,6 +330,15 @@ class Generations:
             await session.commit()
         return count
 
+    async def purge_images(self, batch: int = 100) -> int:
+        """Delete the images of removed timepoints from storage (see models.ImageDeletion)."""
+        async with self.database.session() as session:
+            queued = await repository.image_deletions(session, batch)
+            for deletion in queued:
+                await self.storage.delete(deletion.image_key)
+            await repository.forget_image_deletions(session, [d.id for d in queued])
+        return len(queued)
+
     async def close(self) -> None:
         """Shutdown: stop every run (each refunds itself), then the clients."""
         tasks = [*self._tasks.values(), *self._extra]

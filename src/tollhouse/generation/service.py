@@ -177,7 +177,7 @@ async def delete(
     if not can_change(timepoint, caller):
         raise NotOwner("Only the owner can delete this timepoint")
     if permanent:
-        await repository.remove(session, timepoint.id)
+        await repository.remove(session, timepoint)
     else:
         timepoint.is_deleted = True
         timepoint.deleted_at = timepoint.updated_at = utcnow()
