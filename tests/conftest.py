@@ -147,7 +147,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "log_level": "WARNING",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    # Validated as a model, not read from the environment: tests see only what they set, and
+    # skipping the settings sources saves ~40 ms per app.
+    return Settings.model_validate(values)
 
 
 @pytest.fixture
