@@ -686,6 +686,17 @@ async def test_a_personal_token_is_not_refused_by_the_origin_check(
     assert response.status_code == 201, response.text
 
 
+async def test_sign_ups_are_rate_limited_per_address(make_client: ClientFactory) -> None:
+    client = await make_client(console_signups_per_minute=2)
+    await signup(client, "one@example.com")
+    await signup(client, "two@example.com")
+    response = await client.post(
+        f"{API}/auth/signup", json={"email": "three@example.com", "password": PASSWORD}
+    )
+    assert_error(response, 429, "rate_limited")
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
 async def test_password_guessing_is_rate_limited_per_account(make_client: ClientFactory) -> None:
     client = await make_client(console_login_attempts_per_minute=3)
     await signup(client, "guess@example.com")

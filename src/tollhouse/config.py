@@ -166,6 +166,8 @@ class Settings(BaseSettings):
     allow_private_upstreams: bool | None = None
     # Console log-in attempts per account per minute (5x that per client address).
     console_login_attempts_per_minute: int = Field(10, ge=1, le=1000)
+    # Console sign-ups per client address per minute (each hashes a password: CPU to protect).
+    console_signups_per_minute: int = Field(5, ge=1, le=1000)
     # Lifetime of end-user tokens minted by POST /api/customers/{id}/token.
     end_user_token_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
 

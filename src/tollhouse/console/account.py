@@ -37,6 +37,10 @@ router = APIRouter(tags=["console"])
 LOGINS_PER_ADDRESS = 5
 
 
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
 async def _open_session(
     session: AsyncSession, request: Request, response: Response, developer: Developer, action: str
 ) -> AuthResponse:
@@ -59,6 +63,9 @@ async def _open_session(
 async def signup(
     body: SignupRequest, request: Request, response: Response, session: SessionDep
 ) -> AuthResponse:
+    # Each sign-up hashes a password (argon2id, deliberately slow): capped per address first.
+    limit = settings_of(request).console_signups_per_minute
+    await limit_attempts(request, f"signup-from:{_client_address(request)}", limit)
     developer = await developers.sign_up(session, body.email, body.password)
     return await _open_session(session, request, response, developer, "developer.signup")
 
@@ -71,8 +78,9 @@ async def login(
     limit = settings_of(request).console_login_attempts_per_minute
     email = developers.normalise_email(body.email)
     await limit_attempts(request, f"login:{email}", limit)
-    client = request.client.host if request.client is not None else "unknown"
-    await limit_attempts(request, f"login-from:{client}", limit * LOGINS_PER_ADDRESS)
+    await limit_attempts(
+        request, f"login-from:{_client_address(request)}", limit * LOGINS_PER_ADDRESS
+    )
     developer = await developers.log_in(session, body.email, body.password)
     return await _open_session(session, request, response, developer, "developer.login")
 
