@@ -70,6 +70,13 @@ class Gen:
         body: dict[str, Any] = response.json()
         return body
 
+    async def sync(self, headers: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        """A sync generation that must answer 200: the timepoint."""
+        response = await self.http.post(GENERATE + "/sync", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        timepoint: dict[str, Any] = response.json()
+        return timepoint
+
     async def moves(self, user: str) -> list[tuple[int, str]]:
         """The user's ledger rows after the sign-up grant, newest first: (amount, type)."""
         response = await self.http.get("/api/v1/credits/history", headers=as_user(user))
@@ -469,9 +476,7 @@ async def test_a_failed_critical_step_refunds_and_names_the_step(gen: Gen) -> No
 async def test_a_failed_non_critical_step_still_completes_the_scene(gen: Gen) -> None:
     gen.script.fail("Grounding", 503, times=50)
     user = await resolve(gen.http, "grounding-down")
-    body = (
-        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(user))
-    ).json()
+    body = await gen.sync(as_user(user), {"query": QUERY})
     assert body["status"] == "completed"
     assert body["scene"]
     assert body["dialog"]
@@ -535,7 +540,7 @@ async def test_a_run_that_cannot_be_saved_is_refunded_and_says_so(
 async def test_runs_orphaned_by_a_dead_process_are_failed_by_the_sweeper(gen: Gen) -> None:
     """A replica died mid-run: its row stays processing until the sweeper fails it (the hold
     is refunded by the ledger's own sweeper when it expires)."""
-    body = (await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=SERVICE)).json()
+    body = await gen.sync(SERVICE, {"query": QUERY})
     domain = gen.app.state.generation
     async with domain.database.session() as session:
         row = await session.get(Timepoint, uuid.UUID(body["id"]))
@@ -582,11 +587,7 @@ async def test_a_follower_of_a_run_whose_server_died_is_told_so(
 
 async def test_unmetered_gateway_calls_are_not_charged(gen: Gen) -> None:
     """A system caller (service key, no user) generates for free; its timepoint is public."""
-    body = (
-        await gen.http.post(
-            GENERATE + "/sync", json={"query": QUERY, "visibility": "private"}, headers=SERVICE
-        )
-    ).json()
+    body = await gen.sync(SERVICE, {"query": QUERY, "visibility": "private"})
     assert body["status"] == "completed"
     assert body["visibility"] == "public"
 
@@ -596,13 +597,7 @@ async def test_unmetered_gateway_calls_are_not_charged(gen: Gen) -> None:
 
 async def test_an_image_is_stored_and_served_by_url(gen: Gen) -> None:
     user = await resolve(gen.http, "painter")
-    body = (
-        await gen.http.post(
-            GENERATE + "/sync",
-            json={"query": QUERY, "generate_image": True},
-            headers=as_user(user),
-        )
-    ).json()
+    body = await gen.sync(as_user(user), {"query": QUERY, "generate_image": True})
     assert body["status"] == "completed"
     assert body["has_image"] is True
     assert body["image_base64"] is None
@@ -630,11 +625,7 @@ async def test_with_a_bucket_images_go_to_s3(
         s3_secret_access_key="test",
         s3_key_prefix=prefix,
     )
-    body = (
-        await gen.http.post(
-            GENERATE + "/sync", json={"query": QUERY, "generate_image": True}, headers=SERVICE
-        )
-    ).json()
+    body = await gen.sync(SERVICE, {"query": QUERY, "generate_image": True})
     assert body["has_image"] is True
     stored = raw_client(moto_endpoint).get_object(
         Bucket=BUCKET, Key=f"{prefix}/timepoints/{body['id']}/image.png"
@@ -649,14 +640,7 @@ async def test_removed_timepoints_lose_their_images(gen: Gen, tmp_path: Path) ->
     same transaction as the row's removal."""
     user = await resolve(gen.http, "forgettable")
     made = [
-        (
-            await gen.http.post(
-                GENERATE + "/sync",
-                json={"query": QUERY, "generate_image": True},
-                headers=as_user(user),
-            )
-        ).json()
-        for _ in range(2)
+        await gen.sync(as_user(user), {"query": QUERY, "generate_image": True}) for _ in range(2)
     ]
     files = [tmp_path / "media" / "timepoints" / tp["id"] / "image.png" for tp in made]
     assert all(path.exists() for path in files)
@@ -680,13 +664,7 @@ async def test_removed_timepoints_lose_their_images(gen: Gen, tmp_path: Path) ->
 async def test_an_image_failure_keeps_the_scene(gen: Gen) -> None:
     gen.script.fail("image", 500, times=50)
     user = await resolve(gen.http, "no-paint")
-    body = (
-        await gen.http.post(
-            GENERATE + "/sync",
-            json={"query": QUERY, "generate_image": True},
-            headers=as_user(user),
-        )
-    ).json()
+    body = await gen.sync(as_user(user), {"query": QUERY, "generate_image": True})
     assert body["status"] == "completed"
     assert body["has_image"] is False
     image = await gen.http.get(f"/api/v1/timepoints/{body['id']}/image", headers=SERVICE)
@@ -740,9 +718,7 @@ async def test_a_private_timepoint_never_leaks(make_gen: MakeGen, llm_peer: LLMP
     )
     assert [item["id"] for item in owner_private.json()["items"]] == [tid]
 
-    public = (
-        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(other))
-    ).json()
+    public = await gen.sync(as_user(other), {"query": QUERY})
     assert public["share_url"] == f"https://timepointai.com/t/{public['slug']}"
     brief = (await gen.http.get(f"/api/v1/timepoints/{public['id']}", headers=SERVICE)).json()
     assert brief["characters"] is None
@@ -751,9 +727,7 @@ async def test_a_private_timepoint_never_leaks(make_gen: MakeGen, llm_peer: LLMP
 
 
 async def test_another_projects_callers_never_see_the_home_projects_timepoints(gen: Gen) -> None:
-    public = (
-        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=SERVICE)
-    ).json()
+    public = await gen.sync(SERVICE, {"query": QUERY})
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=gen.app), base_url="http://setup.test"
     ) as setup:
@@ -802,9 +776,7 @@ async def test_visibility_changes_are_the_owners(gen: Gen) -> None:
 
 async def test_deleting_is_soft_by_default_and_permanent_on_request(gen: Gen) -> None:
     owner, other = await resolve(gen.http, "d-owner"), await resolve(gen.http, "d-other")
-    body = (
-        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(owner))
-    ).json()
+    body = await gen.sync(as_user(owner), {"query": QUERY})
     tid = body["id"]
     refused = await gen.http.delete(f"/api/v1/timepoints/{tid}", headers=as_user(other))
     assert_error(refused, 403, "not_owner")
@@ -827,7 +799,7 @@ async def test_deleting_is_soft_by_default_and_permanent_on_request(gen: Gen) ->
 
 
 async def test_characters_route_lists_the_cast(gen: Gen) -> None:
-    body = (await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=SERVICE)).json()
+    body = await gen.sync(SERVICE, {"query": QUERY})
     cast = await gen.http.get(f"/api/v1/timepoints/{body['id']}/characters", headers=SERVICE)
     assert cast.status_code == 200, cast.text
     data = cast.json()
@@ -862,9 +834,7 @@ async def test_lists_page_and_filter(gen: Gen) -> None:
 
 async def test_the_export_holds_the_users_timepoints(gen: Gen) -> None:
     user = await resolve(gen.http, "exporter")
-    body = (
-        await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=as_user(user))
-    ).json()
+    body = await gen.sync(as_user(user), {"query": QUERY})
     export = (await gen.http.get("/api/v1/users/me/export", headers=as_user(user))).json()
     assert [tp["id"] for tp in export["timepoints"]] == [body["id"]]
     assert export["timepoints"][0]["scene"]
@@ -925,7 +895,7 @@ async def test_the_google_provider_runs_the_graph_through_google_genai(
         provider=False, google_api_key="g-key", google_api_base_url=gemini_peer.gemini_base_url
     )
     assert (await gen.http.get("/health")).json()["providers"]["google"] is True
-    body = (await gen.http.post(GENERATE + "/sync", json={"query": QUERY}, headers=SERVICE)).json()
+    body = await gen.sync(SERVICE, {"query": QUERY})
     assert body["status"] == "completed", body
     assert body["year"] == 1969
     assert {call.protocol for call in gen.script.calls} == {"gemini"}

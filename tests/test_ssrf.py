@@ -5,7 +5,6 @@ verified for the host name, and the clients built on it (callbacks, developers' 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import socket
 import ssl
 from collections.abc import Iterator, Sequence
@@ -18,15 +17,12 @@ import httpcore
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from callback_receiver import Receiver
+from callback_receiver import Receiver, self_signed
 from support import in_thread
 from tollhouse.generation import callbacks
 from tollhouse.generation.callbacks import CallbackSender
@@ -73,38 +69,10 @@ def plain(plain_server: Recorder) -> Recorder:
     return plain_server
 
 
-def _certificate_for(name: str, directory: Path) -> tuple[Path, Path]:
-    """Self-signed, valid for the DNS name `name` only (no IP address)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def named_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return _certificate_for("callback.test", tmp_path_factory.mktemp("named-tls"))
+    # The DNS name only, no IP address: reaching it by IP must fail verification.
+    return self_signed(tmp_path_factory.mktemp("named-tls"), [x509.DNSName("callback.test")])
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -168,10 +168,11 @@ def _frames(events: AsyncIterator[GenerationEvent], keepalive: float) -> AsyncIt
 FOLLOW_GRACE_SECONDS = 30.0
 
 
-async def _followed(domain: Generations, timepoint: Timepoint) -> AsyncIterator[GenerationEvent]:
+async def _followed(
+    domain: Generations, timepoint_id: uuid.UUID, created_at: datetime
+) -> AsyncIterator[GenerationEvent]:
     """The run's events (replayed, then live) up to its terminal one; when none comes in time
     (the process running it died), what the row says instead."""
-    timepoint_id, created_at = timepoint.id, timepoint.created_at
     limit = timedelta(seconds=domain.settings.generation_timeout_seconds + FOLLOW_GRACE_SECONDS)
     events = domain.bus.follow(runs.topic(timepoint_id))
     try:
@@ -209,8 +210,7 @@ async def generate_stream(
     """Generate, sending an SSE frame per finished step; errors before the stream are JSON."""
     job, _ = await _begin(body, request, caller, session)
     domain = generations(request)
-    timepoint = await service.find(session, caller, job.timepoint_id)
-    return _event_stream(domain, _followed(domain, timepoint))
+    return _event_stream(domain, _followed(domain, job.timepoint_id, utcnow()))
 
 
 @router.get("", response_model=TimepointPage)
@@ -306,7 +306,7 @@ async def follow_timepoint(
     domain = generations(request)
     timepoint = await service.find_visible(session, caller, timepoint_id)
     if timepoint.status == "processing" or await domain.bus.has(runs.topic(timepoint_id)):
-        return _event_stream(domain, _followed(domain, timepoint))
+        return _event_stream(domain, _followed(domain, timepoint.id, timepoint.created_at))
 
     # Finished long ago (its events expired): its ending is all there is to tell.
     async def ending() -> AsyncIterator[GenerationEvent]:
