@@ -208,7 +208,8 @@ async def test_signatures_are_refused_when_no_secret_is_configured(
 
 def own_token(**overrides: Any) -> str:
     now = int(time.time())
-    payload = {"sub": "", "iat": now, "exp": now + 600, "type": "access", **overrides}
+    payload = {"sub": "", "iat": now, "exp": now + 600, "type": "access", "iss": "tollhouse"}
+    payload.update(overrides)
     return jwt.encode(payload, JWT_SECRET, algorithm="HS256")
 
 

@@ -26,10 +26,11 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollhouse.config import Settings
+from tollhouse.config import IssuerConfig, Settings
 from tollhouse.db.engine import Database
 from tollhouse.db.session import database
 from tollhouse.identity import gateway_signing, service
+from tollhouse.identity.end_user_tokens import ISSUER as END_USER_ISSUER
 from tollhouse.identity.end_user_tokens import (
     EndUserClaims,
     EndUserSigner,
@@ -56,8 +57,8 @@ from tollhouse.identity.errors import (
 )
 from tollhouse.identity.issuers import ExternalIdentity, IssuerRegistry
 from tollhouse.identity.models import User
-from tollhouse.identity.tokens import AccessClaims, verify_access_token
-from tollhouse.identity.user_cache import UserCache
+from tollhouse.identity.tokens import ACCESS_ISSUER, AccessClaims, verify_access_token
+from tollhouse.identity.user_cache import UserCache, VerifiedFor
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.crypto import secrets_equal
 from tollhouse.kit.ttl_cache import TTLCache
@@ -313,19 +314,24 @@ async def _end_user_claims(
     lookup: _UserLookup, context: IdentityContext, match: KeyMatch, token: str
 ) -> EndUserClaims:
     """Verify an end-user token for the key's project: ours, or the project's own issuer's."""
-    cached = context.user_cache.verified(token)
-    if isinstance(cached, EndUserClaims):
-        claims = cached
-    elif context.end_user_signer.owns(token):
-        claims = context.end_user_signer.verify(token)
-    elif match.end_user_issuer and match.end_user_jwks_url:
+    issuer: ProjectIssuer | None = None
+    if not context.end_user_signer.owns(token):
+        if not (match.end_user_issuer and match.end_user_jwks_url):
+            raise InvalidEndUserToken()
         issuer = ProjectIssuer(
             match.end_user_issuer, match.end_user_jwks_url, match.end_user_audience
         )
-        claims = await context.project_issuers.verify(token, issuer)
-    else:
-        raise InvalidEndUserToken()
-    context.user_cache.remember_verified(token, claims, claims.expires_at)
+    # Verified for this project and issuer only: a project's own IdP vouches for nobody else.
+    purpose = VerifiedFor(
+        "end-user", END_USER_ISSUER if issuer is None else issuer.issuer, match.project_id
+    )
+    claims = context.user_cache.verified(purpose, token)
+    if not isinstance(claims, EndUserClaims):
+        if issuer is None:
+            claims = context.end_user_signer.verify(token)
+        else:
+            claims = await context.project_issuers.verify(token, issuer)
+        context.user_cache.remember_verified(purpose, token, claims, claims.expires_at)
     # A token names the project it was issued for (ours in `aud`, others by a publishable-key
     # claim) and works with that project's keys only.
     bound_to = claims.project_id
@@ -409,11 +415,9 @@ async def _service_caller(
 
 async def _bearer_token_caller(lookup: _UserLookup, context: IdentityContext, token: str) -> Caller:
     home = context.home_project_id
-    verified = context.user_cache.verified(token)
-    if verified is None:
-        verified = await _verify_bearer_token(context, token)
-    if isinstance(verified, ExternalIdentity):
-        identity = verified
+    issuer = context.issuers.find(token)
+    if issuer is not None:
+        identity = await _external_identity(context, issuer, token)
         user = await lookup(
             "external_id",
             identity.external_id,
@@ -422,26 +426,31 @@ async def _bearer_token_caller(lookup: _UserLookup, context: IdentityContext, to
             ),
         )
     else:
-        user_id = verified.user_id
+        user_id = _access_claims(context, token).user_id
         user = await lookup(
             "id", str(user_id), lambda session: service.active_user_by_id(session, home, user_id)
         )
     return Caller(CallerKind.USER, home, user, metered=True)
 
 
-async def _verify_bearer_token(
-    context: IdentityContext, token: str
-) -> ExternalIdentity | AccessClaims:
-    issuer = context.issuers.find(token)
-    verified: ExternalIdentity | AccessClaims
-    if issuer is not None:
-        verified = await context.issuers.verify(token, issuer)
-        expires_at = int(verified.claims["exp"])
-    else:
-        verified = verify_access_token(context.token_settings.secret, token)
-        expires_at = verified.expires_at
-    context.user_cache.remember_verified(token, verified, expires_at)
-    return verified
+async def _external_identity(
+    context: IdentityContext, issuer: IssuerConfig, token: str
+) -> ExternalIdentity:
+    purpose = VerifiedFor("external", issuer.issuer, context.home_project_id)
+    identity = context.user_cache.verified(purpose, token)
+    if not isinstance(identity, ExternalIdentity):
+        identity = await context.issuers.verify(token, issuer)
+        context.user_cache.remember_verified(purpose, token, identity, int(identity.claims["exp"]))
+    return identity
+
+
+def _access_claims(context: IdentityContext, token: str) -> AccessClaims:
+    purpose = VerifiedFor("access", ACCESS_ISSUER, context.home_project_id)
+    claims = context.user_cache.verified(purpose, token)
+    if not isinstance(claims, AccessClaims):
+        claims = verify_access_token(context.token_settings.secret, token)
+        context.user_cache.remember_verified(purpose, token, claims, claims.expires_at)
+    return claims
 
 
 CallerDep = Annotated[Caller, Depends(resolve_caller)]

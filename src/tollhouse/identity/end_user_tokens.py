@@ -25,13 +25,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tollhouse.identity.errors import InvalidToken, IssuerUnavailable, TokenExpired
-from tollhouse.identity.issuers import peek
+from tollhouse.identity.errors import InvalidToken, IssuerUnavailable, TokenExpired, token_defect
+from tollhouse.identity.issuers import algorithm_fits_key, peek
 from tollhouse.kit.ttl_cache import TTLCache
 
 ISSUER = "tollhouse:end-user"
 ALGORITHM = "ES256"
 LEEWAY_SECONDS = 60
+# What a project's own IdP may sign with (asymmetric only: a JWKS holds public keys).
+PROJECT_ISSUER_ALGORITHMS = ("RS256", "ES256")
 # P-256's group order: a derived scalar must lie in [1, n-1].
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
@@ -139,11 +141,18 @@ class ProjectIssuers:
         except jwt.PyJWKClientConnectionError as exc:
             raise IssuerUnavailable() from exc
         except (jwt.PyJWKClientError, jwt.InvalidTokenError) as exc:
-            raise InvalidEndUserToken(f"Invalid end-user token: {exc}") from exc
+            raise InvalidEndUserToken(f"Invalid end-user token: {token_defect(exc)}") from exc
+        algorithm = peek(token, 0).get("alg")
+        if algorithm not in PROJECT_ISSUER_ALGORITHMS or not algorithm_fits_key(
+            algorithm, signing_key
+        ):
+            raise InvalidEndUserToken(
+                f"Invalid end-user token: algorithm {algorithm!r} is not accepted for its key"
+            )
         claims = _decode(
             token,
             signing_key.key,
-            ["RS256", "ES256"],
+            [algorithm],
             audience=issuer.audience,
             issuer=issuer.issuer,
         )
@@ -171,7 +180,7 @@ def _decode(
     except jwt.ExpiredSignatureError as exc:
         raise TokenExpired("End-user token expired.") from exc
     except jwt.InvalidTokenError as exc:
-        raise InvalidEndUserToken(f"Invalid end-user token: {exc}") from exc
+        raise InvalidEndUserToken(f"Invalid end-user token: {token_defect(exc)}") from exc
     return claims
 
 

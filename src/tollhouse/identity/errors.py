@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import jwt
+
 from tollhouse.kit.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
+
+
+def token_defect(exc: Exception) -> str:
+    """What is wrong with a token, in words fit to show: a decoder's own message (`'utf-8'
+    codec can't decode byte 0xb7`) says how we parse, not what the caller got wrong."""
+    if isinstance(exc, jwt.DecodeError) and not isinstance(exc, jwt.InvalidSignatureError):
+        return "malformed token"
+    return str(exc)
 
 
 class AuthenticationRequired(Unauthorized):

@@ -16,7 +16,7 @@ import anyio
 import jwt
 
 from tollhouse.config import IssuerConfig
-from tollhouse.identity.errors import InvalidToken, IssuerUnavailable, TokenExpired
+from tollhouse.identity.errors import InvalidToken, IssuerUnavailable, TokenExpired, token_defect
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +67,10 @@ class IssuerRegistry:
 
     async def verify(self, token: str, issuer: IssuerConfig) -> ExternalIdentity:
         header = peek(token, 0)
-        if header.get("alg") not in issuer.algorithms:
+        algorithm = header.get("alg")
+        if algorithm not in issuer.algorithms:
             raise InvalidToken(
-                f"Invalid access token: algorithm {header.get('alg')!r} is not accepted "
+                f"Invalid access token: algorithm {algorithm!r} is not accepted "
                 f"for issuer {issuer.issuer}"
             )
         client = self._clients[issuer.jwks_url]
@@ -81,12 +82,16 @@ class IssuerRegistry:
         except jwt.PyJWKClientConnectionError as exc:
             raise IssuerUnavailable() from exc
         except (jwt.PyJWKClientError, jwt.InvalidTokenError) as exc:
-            raise InvalidToken(f"Invalid access token: {exc}") from exc
+            raise InvalidToken(f"Invalid access token: {token_defect(exc)}") from exc
+        if not algorithm_fits_key(algorithm, signing_key):
+            raise InvalidToken(
+                f"Invalid access token: algorithm {algorithm!r} does not fit its key"
+            )
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 signing_key.key,
-                algorithms=issuer.algorithms,
+                algorithms=[algorithm],
                 audience=issuer.audience,
                 issuer=[issuer.issuer, *issuer.aliases],
                 options={"require": ["exp", "iss", "aud"]},
@@ -94,7 +99,7 @@ class IssuerRegistry:
         except jwt.ExpiredSignatureError as exc:
             raise TokenExpired() from exc
         except jwt.InvalidTokenError as exc:
-            raise InvalidToken(f"Invalid access token: {exc}") from exc
+            raise InvalidToken(f"Invalid access token: {token_defect(exc)}") from exc
         subject = claims.get(issuer.external_id_claim)
         if not isinstance(subject, str | int) or str(subject) == "":
             raise InvalidToken(
@@ -124,6 +129,14 @@ def peek(token: str, part: int) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def algorithm_fits_key(algorithm: Any, key: jwt.PyJWK) -> bool:
+    """Whether a token's `alg` is one its key can check: RS256 named for an EC key's `kid` is
+    a forgery to refuse, not a question for the key parser (which fails with a TypeError)."""
+    if key.key_type == "RSA":
+        return isinstance(algorithm, str) and algorithm[:2] in ("RS", "PS")
+    return bool(algorithm == key.algorithm_name)
 
 
 def _cached_signing_key(client: jwt.PyJWKClient, kid: Any) -> jwt.PyJWK | None:

@@ -11,11 +11,13 @@ from typing import Any
 import jwt
 from jwt.algorithms import HMACAlgorithm
 
-from tollhouse.identity.errors import InvalidToken, TokenExpired, WrongTokenType
+from tollhouse.identity.errors import InvalidToken, TokenExpired, WrongTokenType, token_defect
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.crypto import keyed_hash, random_token
 
 ACCESS_ALGORITHM = "HS256"
+# Our access tokens name us; a token of another issuer is never taken for one of ours.
+ACCESS_ISSUER = "tollhouse"
 
 
 class _PreparedOnceHMAC(HMACAlgorithm):
@@ -50,8 +52,18 @@ def issue_access_token(secret: str, user_id: uuid.UUID, minutes: int) -> AccessT
         "type": "access",
         # Unique per token, so two pairs issued in the same second still differ.
         "jti": uuid.uuid4().hex,
+        "iss": ACCESS_ISSUER,
     }
-    return AccessToken(_codec.encode(claims, secret, algorithm=ACCESS_ALGORITHM), minutes * 60)
+    token = _codec.encode(
+        claims, secret, algorithm=ACCESS_ALGORITHM, headers={"kid": access_key_id(secret)}
+    )
+    return AccessToken(token, minutes * 60)
+
+
+@functools.lru_cache(maxsize=8)
+def access_key_id(secret: str) -> str:
+    """The `kid` of our signing secret: names it without revealing it (a keyed hash)."""
+    return "hs-" + keyed_hash(secret, "access-token-key-id")[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +75,21 @@ class AccessClaims:
 def verify_access_token(secret: str, token: str) -> AccessClaims:
     """Who an access token of ours names, until when; any defect is a 401 saying which."""
     try:
-        claims: dict[str, Any] = _codec.decode(
+        decoded = _codec.decode_complete(
             token,
             secret,
             algorithms=[ACCESS_ALGORITHM],
-            options={"require": ["sub", "exp", "iat"]},
+            issuer=ACCESS_ISSUER,
+            options={"require": ["sub", "exp", "iat", "iss"]},
         )
     except jwt.ExpiredSignatureError as exc:
         raise TokenExpired() from exc
     except jwt.InvalidTokenError as exc:
-        raise InvalidToken(f"Invalid access token: {exc}") from exc
+        raise InvalidToken(f"Invalid access token: {token_defect(exc)}") from exc
+    kid = decoded["header"].get("kid")
+    if kid is not None and kid != access_key_id(secret):
+        raise InvalidToken("Invalid access token: unknown key id")
+    claims: dict[str, Any] = decoded["payload"]
     if claims.get("type") != "access":
         raise WrongTokenType()
     try:

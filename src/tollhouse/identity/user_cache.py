@@ -13,13 +13,29 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import make_transient_to_detached
 
 from tollhouse.identity.models import User
 from tollhouse.kit.ttl_cache import TTLCache
+
+TokenKind = Literal["access", "external", "end-user"]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedFor:
+    """What a token was verified for: a cached verdict answers only the same question.
+
+    Without this a token checked by one project's IdP was taken as checked for any project,
+    and an end-user token's claims were served to the access-token path.
+    """
+
+    kind: TokenKind
+    issuer: str
+    project_id: str
 
 
 def detached_copy(user: User) -> User:
@@ -32,7 +48,7 @@ class UserCache:
     def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl_seconds
         self._users: TTLCache[tuple[str, str, str], User] = TTLCache(max_entries)
-        self._tokens: TTLCache[str, Any] = TTLCache(max_entries)
+        self._tokens: TTLCache[tuple[VerifiedFor, str], Any] = TTLCache(max_entries)
 
     def get(self, project_id: str, via: str, reference: str) -> User | None:
         return self._users.get((project_id, via, reference))
@@ -47,9 +63,11 @@ class UserCache:
     def forget(self, user_id: uuid.UUID) -> None:
         self._users.discard_where(lambda user: user.id == user_id)
 
-    def verified(self, token: str) -> Any:
-        """What verifying `token` gave last time, if that was recent and it has not expired."""
-        return self._tokens.get(token)
+    def verified(self, purpose: VerifiedFor, token: str) -> Any:
+        """What verifying `token` for `purpose` gave last time, if recent and not expired."""
+        return self._tokens.get((purpose, token))
 
-    def remember_verified(self, token: str, result: Any, expires_at: float) -> None:
-        self._tokens.put(token, result, min(self.ttl, expires_at - time.time()))
+    def remember_verified(
+        self, purpose: VerifiedFor, token: str, result: Any, expires_at: float
+    ) -> None:
+        self._tokens.put((purpose, token), result, min(self.ttl, expires_at - time.time()))
