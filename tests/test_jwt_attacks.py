@@ -200,7 +200,9 @@ async def test_attacks_on_our_own_access_tokens(client: httpx.AsyncClient) -> No
         "a kid that is not ours": jwt.encode(
             own_claims(user), JWT_SECRET, "HS256", headers={"kid": "../../keys/other"}
         ),
-        "wrong secret": jwt.encode(own_claims(user), "not-the-secret-0123456789abcdefghijkl", "HS256"),
+        "wrong secret": jwt.encode(
+            own_claims(user), "not-the-secret-0123456789abcdefghijkl", "HS256"
+        ),
         "garbage": "t7e3.t7e3.t7e3",
     }
     for why, token in cases.items():

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 import httpx
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tollhouse import __version__, system, wiring
@@ -32,6 +32,7 @@ from tollhouse.generation import privacy as _generation_privacy  # noqa: F401 - 
 from tollhouse.generation import routes as generation_routes
 from tollhouse.identity import routes as identity_routes
 from tollhouse.kit.errors import install_error_handlers
+from tollhouse.kit.input_guards import refuse_nul_characters
 from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -140,6 +141,7 @@ def create_app(
         version=__version__,
         description="The front door of paid APIs: auth, credits, quotas, billing, upstreams.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_characters)],
     )
     app.state.database = database
     app.state.metrics = metrics

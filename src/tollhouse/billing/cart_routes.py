@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
 
 from tollhouse.billing import cart
 from tollhouse.billing.models import Order, OrderItem
@@ -18,10 +18,9 @@ from tollhouse.billing.stripe.client import StripeDep
 from tollhouse.catalog.models import Tier
 from tollhouse.db.session import SessionDep
 from tollhouse.identity.caller import PlatformCaller, SecretKeyCaller, identity_context
+from tollhouse.kit.paging import Limit, Offset
 
 router = APIRouter(tags=["platform"])
-
-MAX_ORDERS_PAGE = 100
 
 
 def _iso(moment: Any) -> str | None:
@@ -82,8 +81,8 @@ def _order(order: Order, lines: list[tuple[OrderItem, Tier]]) -> dict[str, Any]:
 async def list_orders(
     caller: SecretKeyCaller,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_ORDERS_PAGE)] = 20,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: Limit = 20,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     orders = await cart.orders_of_project(session, caller.project_id, limit=limit, offset=offset)
     return {

@@ -42,14 +42,13 @@ from tollhouse.identity.caller import Caller, GatewayCaller, UserCaller
 from tollhouse.kit import sse
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.idempotency import IdempotencyDep
+from tollhouse.kit.paging import Page, PageSize
 from tollhouse.ledger.charging import hold_charge
 from tollhouse.ledger.costs import generation_cost_key
 
 router = APIRouter(prefix="/api/v1/timepoints", tags=["timepoints"])
 mine = APIRouter(prefix="/api/v1/users/me", tags=["timepoints"])
 
-Page = Annotated[int, Query(ge=1)]
-PageSize = Annotated[int, Query(ge=1, le=100)]
 StatusFilter = Annotated[Literal["processing", "completed", "failed"] | None, Query()]
 
 

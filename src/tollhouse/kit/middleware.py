@@ -141,7 +141,13 @@ class BodyLimitMiddleware:
                 replied = True
                 await self._reject(send)
 
-        await self.app(scope, limited_receive, guarded_send)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            # An app that streams the body (a proxy, a webhook) sees the cut-off as a failed
+            # read and raises; past the limit that is our 413, not its error.
+            if not exceeded:
+                raise
         if exceeded and not replied:
             await self._reject(send)
 

@@ -13,6 +13,7 @@ from tollhouse.identity import service as identity
 from tollhouse.identity.caller import AdminCaller, BillingCaller, CallerDep, UserCaller
 from tollhouse.identity.models import User
 from tollhouse.kit.idempotency import Idempotency, IdempotencyDep
+from tollhouse.kit.paging import Limit, Offset
 from tollhouse.ledger import costs, service
 from tollhouse.ledger import privacy as _privacy  # noqa: F401 - registers the export section
 from tollhouse.ledger.context import ledger_context
@@ -90,8 +91,8 @@ async def balance(caller: UserCaller, session: SessionDep) -> BalanceResponse:
 async def history(
     caller: UserCaller,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0, le=MAX_AMOUNT)] = 0,
+    limit: Limit = 20,
+    offset: Offset = 0,
 ) -> list[TransactionOut]:
     """The caller's transactions, newest first."""
     assert caller.user is not None

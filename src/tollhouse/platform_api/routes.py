@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.catalog import service as catalog
@@ -23,11 +23,11 @@ from tollhouse.db.session import SessionDep
 from tollhouse.identity.caller import PlatformCaller, SecretKeyCaller, identity_context
 from tollhouse.identity.models import EXTERNAL_ID_MAX, User
 from tollhouse.kit.idempotency import IdempotencyDep
+from tollhouse.kit.paging import Limit, Offset
 from tollhouse.metering.guards import RateLimitedEndUser
 from tollhouse.metering.plans import effective_plan_of
 from tollhouse.platform_api import credits, customers, dashboard, usage, wire
 from tollhouse.platform_api.schemas import (
-    MAX_HISTORY_PAGE,
     CreditMove,
     CustomerCreate,
     CustomerUpdate,
@@ -197,8 +197,8 @@ async def credit_history(
     customer_id: CustomerId,
     caller: SecretKeyCaller,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_PAGE)] = 20,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: Limit = 20,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     user = await customers.find(session, caller.project_id, customer_id)
     return await credits.history(session, user, limit, offset)

@@ -12,7 +12,6 @@ from tollhouse.identity.schemas import Email
 
 MAX_UNITS = 1000
 MAX_CREDITS = 1_000_000_000
-MAX_HISTORY_PAGE = 100
 
 Plan = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=DISPLAY_NAME_MAX)]
