@@ -15,6 +15,8 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from tollhouse.metering.rate_limit import rate_limiter_from_url
+
 SERVICE_KEY = "test-service-key-0123456789abcdefghijkl"
 SIGNING_SECRET = "test-signing-secret-0123456789abcdefghij"
 ADMIN_KEY = "test-admin-key-0123456789abcdefghijklmnop"
@@ -117,3 +119,25 @@ def in_thread(app: ASGIApp, name: str, **config: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=5)
+
+
+class PinnedClock:
+    """A clock that moves only when a test moves it: 30 s into a minute-long window, so a
+    window never rolls over mid-test and Retry-After is exactly 30."""
+
+    def __init__(self, now: float = 4_102_444_830.0) -> None:  # 2100-01-01 00:00:30 UTC
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def pin_rate_limit_clock(client: httpx.AsyncClient, clock: PinnedClock) -> None:
+    """The app's rate limiter (memory or Redis, as configured) on `clock` instead of the
+    wall clock."""
+    app = app_of(client)
+    settings = app.state.identity.settings
+    await app.state.rate_limiter.close()
+    app.state.rate_limiter = rate_limiter_from_url(
+        settings.redis_url, settings.rate_limit_key_prefix, clock
+    )

@@ -140,9 +140,11 @@ class RedisRateLimiter:
         await self._client.aclose()
 
 
-def rate_limiter_from_url(redis_url: str | None, prefix: str = DEFAULT_PREFIX) -> RateLimiter:
+def rate_limiter_from_url(
+    redis_url: str | None, prefix: str = DEFAULT_PREFIX, clock: Clock = time.time
+) -> RateLimiter:
     """Redis when a URL is configured (limits hold across replicas), else this process's
-    memory."""
+    memory. `clock` decides the windows (tests pin it so no window rolls mid-test)."""
     if not redis_url:
-        return MemoryRateLimiter()
-    return RedisRateLimiter.from_url(redis_url, prefix)
+        return MemoryRateLimiter(clock=clock)
+    return RedisRateLimiter.from_url(redis_url, prefix, clock)
