@@ -128,3 +128,26 @@ async def test_405_names_every_method_the_resource_takes(client: httpx.AsyncClie
     assert_error(response, 405, "method_not_allowed")
     allowed = {method.strip() for method in response.headers["allow"].split(",")}
     assert allowed == {"GET", "PATCH", "DELETE"}
+
+
+async def test_the_schema_declares_who_may_call_and_every_refusal(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    schemes = schema["components"]["securitySchemes"]
+    assert {schemes[name]["name"] for name in ("AdminKey", "ServiceKey", "PublishableKey")} == {
+        "X-Admin-Key",
+        "X-Service-Key",
+        "X-Publishable-Key",
+    }
+    assert schemes["Bearer"] == {**schemes["Bearer"], "type": "http", "scheme": "bearer"}
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status in ("4XX", "422", "503"):
+                content = operation["responses"][status]["content"]["application/json"]
+                assert content["schema"] == envelope, (method, path, status)
+    usage = schema["paths"]["/api/usage"]["get"]
+    assert {"PublishableKey": [], "EndUserToken": []} in usage["security"]
+    assert set(usage["responses"]) >= {"401", "403"}
+    assert schema["paths"]["/api/v1/credits/admin/audit"]["get"]["security"] == [{"AdminKey": []}]

@@ -18,7 +18,7 @@ import structlog
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from tollhouse import __version__, system, wiring
+from tollhouse import __version__, openapi, system, wiring
 from tollhouse.billing import cart_routes, proxy
 from tollhouse.billing import credits as billing_credits
 from tollhouse.billing.apple import routes as apple_routes
@@ -146,6 +146,7 @@ def create_app(
     app.state.database = database
     app.state.metrics = metrics
     install_error_handlers(app)
+    openapi.install(app)
     app.include_router(system.router)
     if role == "billing":
         app.include_router(billing_routes.router)
