@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import threading
 import time
@@ -15,6 +16,8 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from tollhouse.identity.user_cache import UserCache
+from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.metering.rate_limit import rate_limiter_from_url
 
 SERVICE_KEY = "test-service-key-0123456789abcdefghijkl"
@@ -140,4 +143,16 @@ async def pin_rate_limit_clock(client: httpx.AsyncClient, clock: PinnedClock) ->
     await app.state.rate_limiter.close()
     app.state.rate_limiter = rate_limiter_from_url(
         settings.redis_url, settings.rate_limit_key_prefix, clock
+    )
+
+
+def pin_caller_cache_clock(client: httpx.AsyncClient, clock: PinnedClock) -> None:
+    """The app's per-process caller caches (users, tokens, keys) on `clock`: their window
+    passes when the test says, however slow the machine."""
+    app = app_of(client)
+    identity = app.state.identity
+    app.state.identity = dataclasses.replace(
+        identity,
+        user_cache=UserCache(identity.user_cache.ttl, clock=clock),
+        key_cache=TTLCache(identity.key_cache.max_entries, clock=clock),
     )

@@ -25,8 +25,10 @@ from support import (
     SERVICE_KEY,
     SIGNING_SECRET,
     ClientFactory,
+    PinnedClock,
     app_of,
     assert_error,
+    pin_caller_cache_clock,
     resolve,
     token_pair,
 )
@@ -443,7 +445,9 @@ async def test_unreachable_jwks_is_a_503(make_client: ClientFactory, idp: JwksSe
 async def test_another_process_deactivating_a_user_is_seen_within_the_cache_window(
     make_client: ClientFactory,
 ) -> None:
-    client = await make_client(caller_cache_seconds=0.3)
+    client = await make_client(caller_cache_seconds=2)
+    clock = PinnedClock()
+    pin_caller_cache_clock(client, clock)
     user = await resolve(client, "cached")
     pair = await token_pair(client, user)
     paths = [bearer(pair["access_token"]), {**SERVICE, "X-User-ID": user}]
@@ -454,7 +458,7 @@ async def test_another_process_deactivating_a_user_is_seen_within_the_cache_wind
         await session.execute(update(User).values(is_active=False))
     for headers in paths:
         assert (await client.get(ME, headers=headers)).status_code == 200  # still cached
-    await asyncio.sleep(0.35)
+    clock.now += 2.01
     assert_error(await client.get(ME, headers=paths[0]), 401, "user_not_found_or_inactive")
     assert_error(await client.get(ME, headers=paths[1]), 404, "user_not_found")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from tollhouse.identity.models import User
 from tollhouse.kit.ttl_cache import TTLCache
 
+Clock = Callable[[], float]
 TokenKind = Literal["access", "external", "end-user"]
 
 
@@ -45,10 +47,12 @@ def detached_copy(user: User) -> User:
 
 
 class UserCache:
-    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
+    def __init__(
+        self, ttl_seconds: float, max_entries: int = 10_000, clock: Clock = time.monotonic
+    ) -> None:
         self.ttl = ttl_seconds
-        self._users: TTLCache[tuple[str, str, str], User] = TTLCache(max_entries)
-        self._tokens: TTLCache[tuple[VerifiedFor, str], Any] = TTLCache(max_entries)
+        self._users: TTLCache[tuple[str, str, str], User] = TTLCache(max_entries, clock)
+        self._tokens: TTLCache[tuple[VerifiedFor, str], Any] = TTLCache(max_entries, clock)
 
     def get(self, project_id: str, via: str, reference: str) -> User | None:
         return self._users.get((project_id, via, reference))

@@ -12,8 +12,12 @@ V = TypeVar("V")
 
 
 class TTLCache(Generic[K, V]):
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(
+        self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_entries = max_entries
+        # Seconds on any steady scale; tests pass a clock they move by hand.
+        self._clock = clock
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
 
     def get(self, key: K) -> V | None:
@@ -21,7 +25,7 @@ class TTLCache(Generic[K, V]):
         if entry is None:
             return None
         expires, value = entry
-        if expires < time.monotonic():
+        if expires < self._clock():
             del self._entries[key]
             return None
         return value
@@ -29,7 +33,7 @@ class TTLCache(Generic[K, V]):
     def put(self, key: K, value: V, ttl_seconds: float) -> None:
         if ttl_seconds <= 0:
             return
-        self._entries[key] = (time.monotonic() + ttl_seconds, value)
+        self._entries[key] = (self._clock() + ttl_seconds, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
