@@ -127,6 +127,30 @@ async def test_a_projects_own_idp_token_never_acts_in_another_project(
     assert usage.json()["usageCount"] == 0
 
 
+async def test_forged_tokens_for_a_projects_own_idp_are_refused(
+    make_client: ClientFactory, idp: JwksServer
+) -> None:
+    client = await make_client(allow_private_upstreams=True)
+    a, _b, _victim = await two_projects(client, idp)
+    rsa_key, ec_key = idp.keys
+    good = claims(PROJECT_ISSUER, "project-a", "someone")
+    header = {"alg": "RS256", "typ": "JWT", "kid": ec_key.kid}
+    for why, token in {
+        "RS256 claimed for the EC key": forged(header, good, b"x"),
+        "HS256 keyed with the public key": forged(
+            {**header, "alg": "HS256", "kid": rsa_key.kid}, good, public_pem(rsa_key)
+        ),
+        "alg none": forged({"alg": "none", "kid": rsa_key.kid}, good),
+        "traversal kid": idp.sign(rsa_key, good, kid="../../../etc/passwd"),
+        "wrong issuer": idp.sign(rsa_key, claims("https://evil.test", "project-a", "someone")),
+        "wrong audience": idp.sign(rsa_key, claims(PROJECT_ISSUER, "project-b", "someone")),
+        "garbage": "t7e3.t7e3.t7e3",
+    }.items():
+        response = await client.get(USAGE, headers={**a.publishable, "X-Clerk-Token": token})
+        body = assert_error(response, 401, "invalid_end_user_token")
+        assert "codec" not in body["message"], why
+
+
 async def test_an_end_user_token_is_not_an_access_token(make_client: ClientFactory) -> None:
     client = await make_client(caller_cache_seconds=60)
     keys = await new_project(client)
