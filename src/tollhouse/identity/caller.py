@@ -304,7 +304,9 @@ async def _platform_key_caller(
         user,
         metered=True,
         key=match,
-        plan_claim=claims.plan,
+        # Our own tokens' plan is a copy of server state at minting (for the SDK to show);
+        # the server's current state decides. Other issuers' claims are a fallback.
+        plan_claim=None if claims.project_id is not None else claims.plan,
         platform_id=match.platform_id,
     )
 
