@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tollhouse.kit.errors import BadRequest, NotFound, PayloadTooLarge, TollhouseError
 from tollhouse.assets.sniff import ACCEPTED_TYPES
+from tollhouse.kit.errors import BadRequest, NotFound, PayloadTooLarge, TollhouseError
 
 
 class AssetNotFound(NotFound):

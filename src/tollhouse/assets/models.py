@@ -23,9 +23,7 @@ class Asset(CreatedAt, Base):
     __table_args__ = (Index("ix_assets_project_id_deleted_at", "project_id", "deleted_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ast"))
-    project_id: Mapped[str | None] = mapped_column(
-        ForeignKey("projects.id", ondelete="SET NULL")
-    )
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
     key: Mapped[str] = mapped_column(String(400), unique=True)
     filename: Mapped[str] = mapped_column(String(200))
     content_type: Mapped[str] = mapped_column(String(100))

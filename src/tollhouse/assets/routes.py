@@ -22,6 +22,8 @@ from tollhouse.kit.storage import Storage
 
 router = APIRouter(tags=["assets"])
 
+UPLOAD_PATH = "/api/assets"
+
 # Keys hold a timestamp and a random part: an asset's bytes never change under its URL.
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 AssetKey = Annotated[str, Path(min_length=1, max_length=400)]
@@ -78,7 +80,7 @@ async def _read_upload(request: Request) -> tuple[str, bytes, str | None]:
     return body.filename, data, body.content_type
 
 
-@router.post("/api/assets")
+@router.post(UPLOAD_PATH)
 async def upload_asset(
     caller: SecretKeyCaller, request: Request, session: SessionDep
 ) -> dict[str, Any]:
@@ -112,6 +114,8 @@ async def get_asset(key: AssetKey, request: Request, session: SessionDep) -> Res
 
 
 @router.delete("/api/assets/{key:path}")
-async def delete_asset(key: AssetKey, caller: SecretKeyCaller, session: SessionDep) -> dict[str, Any]:
+async def delete_asset(
+    key: AssetKey, caller: SecretKeyCaller, session: SessionDep
+) -> dict[str, Any]:
     asset = await service.remove(session, caller.project_id, key)
     return {"success": True, "deleted": {"key": asset.key}}

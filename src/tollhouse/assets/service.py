@@ -92,7 +92,9 @@ async def upload(
     if used + len(data) > limits.quota_bytes:
         raise AssetQuotaExceeded(limits.quota_bytes, used)
     stamp = int(utcnow().timestamp() * 1000)
-    key = f"{project_id}/{project.mode}/{stamp}-{secrets.token_hex(4)}-{sanitise_filename(filename)}"
+    key = (
+        f"{project_id}/{project.mode}/{stamp}-{secrets.token_hex(4)}-{sanitise_filename(filename)}"
+    )
     asset = Asset(
         project_id=project_id,
         key=key,
@@ -131,9 +133,9 @@ async def remove(session: AsyncSession, project_id: str, key: str) -> Asset:
     """Stop serving one of the project's assets; its bytes go with the next purge."""
     asset = await find(session, key, project_id)
     await session.execute(
-        update(Asset).where(Asset.id == asset.id, Asset.deleted_at.is_(None)).values(
-            deleted_at=utcnow()
-        )
+        update(Asset)
+        .where(Asset.id == asset.id, Asset.deleted_at.is_(None))
+        .values(deleted_at=utcnow())
     )
     return asset
 

@@ -121,13 +121,15 @@ async def sign_in(session: AsyncSession, project_id: str, email: str, password: 
     return user
 
 
-async def credential_of(
-    session: AsyncSession, project_id: str, email: str
-) -> EndUserCredential | None:
+async def account_user(session: AsyncSession, project_id: str, email: str) -> User | None:
+    """The active user holding an account with this address, if any."""
     return await session.scalar(
-        select(EndUserCredential).where(
+        select(User)
+        .join(EndUserCredential, EndUserCredential.user_id == User.id)
+        .where(
             EndUserCredential.project_id == project_id,
             EndUserCredential.email == normalise_email(email),
+            User.is_active.is_(True),
         )
     )
 
@@ -151,7 +153,7 @@ async def _use_ticket(
     session: AsyncSession, pepper: str, project_id: str, token: str, purpose: Purpose
 ) -> tuple[User, EndUserCredential]:
     now = utcnow()
-    used = await session.scalar(
+    result = await session.execute(
         update(EndUserTicket)
         .where(
             EndUserTicket.token_hash == keyed_hash(pepper, token[:128]),
@@ -161,7 +163,9 @@ async def _use_ticket(
         )
         .values(used_at=now)
         .returning(EndUserTicket.user_id)
+        .execution_options(synchronize_session=False)
     )
+    used = result.scalar_one_or_none()
     if used is None:
         raise InvalidTicket()
     credential = await session.get(EndUserCredential, used)

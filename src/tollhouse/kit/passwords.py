@@ -19,7 +19,6 @@ PASSWORD_MIN = 10
 PASSWORD_MAX = 1024
 
 
-
 class WeakPassword(BadRequest):
     code = "weak_password"
     message = f"A password needs between {PASSWORD_MIN} and {PASSWORD_MAX} characters."

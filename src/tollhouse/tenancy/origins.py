@@ -78,7 +78,9 @@ async def allow(session: AsyncSession, project_id: str, origin: str) -> str:
     """Add an origin (adding it twice is a no-op); its canonical form."""
     canonical = normalise(origin)
     count = await session.scalar(
-        select(func.count()).select_from(ProjectOrigin).where(ProjectOrigin.project_id == project_id)
+        select(func.count())
+        .select_from(ProjectOrigin)
+        .where(ProjectOrigin.project_id == project_id)
     )
     if (count or 0) >= MAX_ORIGINS:
         raise TooManyOrigins()

@@ -22,9 +22,9 @@ from tollhouse.identity.caller import identity_context
 def derived_key(request: Request, purpose: str) -> bytes:
     """A key for one purpose, derived from the pepper (no second secret to manage)."""
     pepper = identity_context(request).pepper
-    return HKDF(algorithm=SHA256(), length=32, salt=None, info=f"tollhouse web/{purpose}".encode()).derive(
-        pepper.encode()
-    )
+    return HKDF(
+        algorithm=SHA256(), length=32, salt=None, info=f"tollhouse web/{purpose}".encode()
+    ).derive(pepper.encode())
 
 
 def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
@@ -43,7 +43,11 @@ def set_cookie(request: Request, response: Response, name: str, value: str, max_
 def clear_cookie(request: Request, response: Response, name: str) -> None:
     settings = identity_context(request).settings
     response.delete_cookie(
-        name, path="/", httponly=True, samesite="lax", secure=settings.tollhouse_env != "development"
+        name,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=settings.tollhouse_env != "development",
     )
 
 
@@ -69,7 +73,9 @@ class SignedCookie:
 
     def write(self, request: Request, response: Response, payload: dict[str, Any]) -> None:
         body = _b64(json.dumps({**payload, "exp": int(time.time()) + self.max_age}).encode())
-        set_cookie(request, response, self.name, f"{body}.{self._sign(request, body)}", self.max_age)
+        set_cookie(
+            request, response, self.name, f"{body}.{self._sign(request, body)}", self.max_age
+        )
 
     def read(self, request: Request) -> dict[str, Any] | None:
         """The payload, or None when the cookie is missing, forged or expired."""

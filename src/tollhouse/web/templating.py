@@ -13,7 +13,12 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from tollhouse import __version__
-from tollhouse.web.security import CSRF_FIELD, apply_csrf_cookie, content_security_policy, csrf_token
+from tollhouse.web.security import (
+    CSRF_FIELD,
+    apply_csrf_cookie,
+    content_security_policy,
+    csrf_token,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,7 @@ from tollhouse.tenancy import service as tenancy
 from tollhouse.tenancy.models import Project
 from tollhouse.web.cookies import SignedCookie
 
-TOKEN_PARAM = "__clerk_jwt"
+TOKEN_PARAM = "__clerk_jwt"  # noqa: S105 - the query parameter the SDK reads
 SESSION_COOKIE = "tollhouse_end_user"
 PK_MAX = 120
 # Per client address and per project, multiples of the per-address-of-mail limit.
@@ -123,7 +123,7 @@ async def signed_in_user(page: HostedPage) -> User | None:
         return None
     try:
         user_id = uuid.UUID(str(payload.get("u")))
-        since = datetime.fromtimestamp(int(payload.get("t", 0)), UTC)
+        since = datetime.fromtimestamp(float(payload.get("t", 0)), UTC)
     except (ValueError, TypeError, OverflowError):
         return None
     return await accounts.user_of_session(page.session, page.project.id, user_id, since)
@@ -145,13 +145,17 @@ async def hand_back(page: HostedPage, user: User) -> RedirectResponse:
         page.session, context.end_user_signer, user, context.settings.end_user_token_minutes * 60
     )
     response = RedirectResponse(with_token(page.redirect, minted.token), status_code=303)
-    _session_cookie(page.request).write(
-        page.request, response, {"p": page.project.id, "u": str(user.id), "t": int(time.time())}
-    )
+    remember_sign_in(page, user, response)
     return response
 
 
-def sign_out(page: HostedPage, response: RedirectResponse) -> None:
+def remember_sign_in(page: HostedPage, user: User, response: Response) -> None:
+    _session_cookie(page.request).write(
+        page.request, response, {"p": page.project.id, "u": str(user.id), "t": time.time()}
+    )
+
+
+def sign_out(page: HostedPage, response: Response) -> None:
     _session_cookie(page.request).clear(page.request, response)
 
 
