@@ -38,6 +38,7 @@ from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tollhouse.ledger import routes as ledger_routes
 from tollhouse.platform_api import oauth as platform_oauth
+from tollhouse.platform_api import operator as platform_operator
 from tollhouse.platform_api import routes as platform_routes
 from tollhouse.upstreams import routes as upstream_routes
 from tollhouse.web import routes as web_routes
@@ -199,4 +200,5 @@ def _include_gateway(app: FastAPI, settings: Settings, forwards_billing: bool) -
     app.include_router(generation_routes.mine)
     app.include_router(asset_routes.router)
     app.include_router(platform_oauth.router)
+    app.include_router(platform_operator.router)
     web_routes.include(app)

@@ -274,6 +274,8 @@ class Settings(BaseSettings):
     # which a platform that never subscribed may use its keys.
     platform_trial_days: int = Field(14, ge=0, le=365)
     platform_included_end_users: int = Field(2000, ge=0)
+    # The plan's monthly price, for the operator's MRR estimate (/admin/api/platforms).
+    platform_price_cents: int = Field(1900, ge=0)
     # Shown as the estimate only; Stripe bills the overage from its own price.
     platform_overage_cents_per_user: float = Field(3.0, ge=0)
     # A lapsed (canceled/unpaid, or never-subscribed past its trial) platform keeps working

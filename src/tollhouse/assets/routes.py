@@ -17,6 +17,7 @@ from tollhouse.assets.errors import InvalidAssetData
 from tollhouse.assets.models import Asset
 from tollhouse.db.session import SessionDep
 from tollhouse.identity.caller import SecretKeyCaller
+from tollhouse.kit.clock import epoch_ms
 from tollhouse.kit.errors import ValidationFailed
 from tollhouse.kit.storage import Storage
 
@@ -58,7 +59,7 @@ def _body(asset: Asset) -> dict[str, Any]:
         "url": service.url_of(asset),
         "contentType": asset.content_type,
         "size": asset.size,
-        "createdAt": int(asset.created_at.timestamp() * 1000),
+        "createdAt": epoch_ms(asset.created_at),
     }
 
 
