@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import structlog
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +43,9 @@ from tollhouse.ledger.signup import signup_grant
 from tollhouse.metering.rate_limit import RateLimiter, rate_limiter_from_url
 from tollhouse.tenancy.service import ensure_home_project
 from tollhouse.upstreams.context import UpstreamContext
+
+
+log = structlog.get_logger("tollhouse")
 
 
 async def home_project_id(session: AsyncSession, settings: Settings) -> str:
@@ -104,6 +108,8 @@ def asset_context(settings: Settings) -> AssetContext:
 def mailer(settings: Settings) -> Mailer:
     """SMTP when SMTP_HOST is set; else the local outbox (shown at /dev/mail)."""
     if not settings.smtp_host:
+        if settings.is_production:
+            log.warning("no_smtp", message="SMTP_HOST is unset: mail stays in the mail_outbox table")
         return OutboxMailer()
     return SmtpMailer(
         settings.smtp_host,

@@ -1,8 +1,9 @@
 """Outgoing mail: through SMTP when SMTP_HOST is set, else into the local outbox table.
 
 The outbox is what a development machine "sends": `/dev/mail` (web) shows it, so sign-up
-verification and password reset can be followed without a mail server. Production refuses to
-run mail-sending features without SMTP (`Settings` validation), so nothing is silently lost.
+verification and password reset can be followed without a mail server. In production the page
+is not served; a server started there without SMTP_HOST says so in its log at start, and the
+messages stay in the table for the operator.
 """
 
 from __future__ import annotations
