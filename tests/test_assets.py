@@ -35,7 +35,13 @@ def png(width: int = 1, height: int = 1, padding: int = 0) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     pixels = zlib.compress(b"\x00" * (width + 1) * height)
     extra = chunk(b"teXt", b"x" * padding) if padding else b""
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + extra
+        + chunk(b"IDAT", pixels)
+        + chunk(b"IEND", b"")
+    )
 
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 32 + b"\xff\xd9"
@@ -81,12 +87,15 @@ async def test_upload_serve_delete_and_purge(client: httpx.AsyncClient) -> None:
     assert uploaded.status_code == 200, uploaded.text
     body = uploaded.json()
     key = body["key"]
-    assert key.startswith(f"{keys.project_id}/test/") and key.endswith("-a_b.png")
+    assert key.startswith(f"{keys.project_id}/test/")
+    assert key.endswith("-a_b.png")
     assert body["url"] == f"/api/assets/{key}"
-    assert body["contentType"] == "image/png" and body["size"] == len(image)
+    assert body["contentType"] == "image/png"
+    assert body["size"] == len(image)
 
     served = await client.get(body["url"])  # public: product pages show it to anyone
-    assert served.status_code == 200 and served.content == image
+    assert served.status_code == 200
+    assert served.content == image
     assert served.headers["content-type"] == "image/png"
     assert served.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert served.headers["x-content-type-options"] == "nosniff"
@@ -104,7 +113,8 @@ async def test_upload_serve_delete_and_purge(client: httpx.AsyncClient) -> None:
     other = await new_project(client, name="other")
     assert_error(await client.delete(body["url"], headers=other.secret), 404, "asset_not_found")
     deleted = await client.delete(body["url"], headers=keys.secret)
-    assert deleted.status_code == 200 and deleted.json()["deleted"]["key"] == key
+    assert deleted.status_code == 200
+    assert deleted.json()["deleted"]["key"] == key
     assert_error(await client.get(body["url"]), 404, "asset_not_found")
     assert await stored(client, key) == image  # bytes go with the purge
     assert await purge(client) == 1
@@ -124,7 +134,9 @@ async def test_bad_uploads_are_refused_and_store_nothing(client: httpx.AsyncClie
     assert_error(await post(as_json("big.png", png(padding=5000))), 413, "asset_too_large")
     assert_error(await post({"filename": "x.png", "data": "not base64!"}), 400, "invalid_asset")
     assert_error(await post({"filename": "x.png"}), 422, "validation_error")
-    pk_only = await client.post("/api/assets", json=as_json("a.png", png()), headers=keys.publishable)
+    pk_only = await client.post(
+        "/api/assets", json=as_json("a.png", png()), headers=keys.publishable
+    )
     assert pk_only.status_code == 403
     assert (await client.post("/api/assets", json=as_json("a.png", png()))).status_code == 401
     for _ in range(2):  # 2 x ~3.1 KB fit the 8 KB quota; the third does not
@@ -143,11 +155,15 @@ async def test_a_deleted_projects_assets_stop_serving_and_are_purged(
     )
     auth = {"Cookie": f"tollhouse_session={signup.json()['token']}"}
     client.cookies.clear()
-    created = await client.post("/console/api/v1/projects", json={"name": "shop", "type": "store"}, headers=auth)
+    created = await client.post(
+        "/console/api/v1/projects", json={"name": "shop", "type": "store"}, headers=auth
+    )
     assert created.status_code == 201, created.text
     project = created.json()
     secret = {"Authorization": f"Bearer {project['secret_key']}"}
-    uploaded = (await client.post("/api/assets", json=as_json("logo.png", png()), headers=secret)).json()
+    uploaded = (
+        await client.post("/api/assets", json=as_json("logo.png", png()), headers=secret)
+    ).json()
 
     tier = await client.post(
         f"/console/api/v1/projects/{project['project']['id']}/tiers",
@@ -183,7 +199,9 @@ async def test_s3_objects_live_under_the_assets_prefix(
         s3_secret_access_key=SecretStr("test"),
     )
     keys = await new_project(client)
-    key = (await client.post("/api/assets", json=as_json("a.png", png()), headers=keys.secret)).json()["key"]
+    key = (
+        await client.post("/api/assets", json=as_json("a.png", png()), headers=keys.secret)
+    ).json()["key"]
     raw = raw_client(moto_endpoint).get_object(Bucket=BUCKET, Key=f"assets/{key}")
     assert raw["ContentType"] == "image/png"
     await client.delete(f"/api/assets/{key}", headers=keys.secret)

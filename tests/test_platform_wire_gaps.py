@@ -61,7 +61,9 @@ async def test_products_made_before_connect_get_prices_and_the_sdk_cart_works(
 ) -> None:
     client = await make_client(**stripe_settings(stripe_peer))
     auth = await signup(client)
-    created = await client.post(f"{API}/projects", json={"name": "Shop", "type": "store"}, headers=auth)
+    created = await client.post(
+        f"{API}/projects", json={"name": "Shop", "type": "store"}, headers=auth
+    )
     project_id = created.json()["project"]["id"]
     pk = {"X-Publishable-Key": created.json()["publishable_key"]}
     product = {"name": "mug", "display_name": "Mug", "price_cents": 1200, "billing_mode": "one_off"}
@@ -72,9 +74,11 @@ async def test_products_made_before_connect_get_prices_and_the_sdk_cart_works(
 
     await connect(client, stripe_peer, auth)
     [after] = (await client.get("/api/products", headers=pk)).json()["products"]
-    assert after["priceId"] and after["priceId"].startswith("price_")
+    assert after["priceId"]
+    assert after["priceId"].startswith("price_")
     audit = (await client.get(f"{API}/audit", headers=auth)).json()["entries"]
-    assert audit[0]["action"] == "stripe.connect" and audit[0]["detail"]["priced"] == 1
+    assert audit[0]["action"] == "stripe.connect"
+    assert audit[0]["detail"]["priced"] == 1
 
     await allow_origin(client, auth, project_id)
     cart = {
@@ -98,7 +102,8 @@ async def test_the_sdks_field_names_beside_the_originals(shop: Shop) -> None:
     assert usage["userId"] == shop.user_id
     customer = (await shop.client.get(f"/api/customers/{shop.user_id}", headers=shop.secret)).json()
     created_at: Any = customer["customer"]["createdAt"]
-    assert isinstance(created_at, int) and created_at > 1_700_000_000_000
+    assert isinstance(created_at, int)
+    assert created_at > 1_700_000_000_000
 
     await shop.buy("pro")
     dashboard = (await shop.client.get("/api/dashboard", headers=shop.secret)).json()
@@ -111,7 +116,8 @@ async def test_the_sdks_field_names_beside_the_originals(shop: Shop) -> None:
     totals = (await shop.client.get("/api/dashboard/totals", headers=shop.secret)).json()["totals"]
     # The shop's project is in test mode: the live totals are empty, under both names.
     assert totals["totalMRR"] == totals["mrr"] == 0
-    assert totals["totalCustomers"] == 0 and totals["totalRevenue"] == 0
+    assert totals["totalCustomers"] == 0
+    assert totals["totalRevenue"] == 0
 
 
 async def test_operator_totals_need_the_admin_key(make_client: ClientFactory) -> None:
@@ -128,7 +134,8 @@ async def test_operator_totals_need_the_admin_key(make_client: ClientFactory) ->
     view = await client.get("/admin/api/platforms", headers={"X-Admin-Key": ADMIN_KEY})
     assert view.status_code == 200, view.text
     totals = view.json()["totals"]
-    assert totals["total_platforms"] == 2 and totals["paying_platforms"] == 0
+    assert totals["total_platforms"] == 2
+    assert totals["paying_platforms"] == 0
     assert (totals["total_live_users"], totals["total_test_users"]) == (2, 1)
     assert totals["estimatedOverage"] == 3  # one live user above the included one, 3 cents
     by_id = {p["platformId"]: p for p in view.json()["platforms"]}
@@ -139,10 +146,14 @@ async def test_operator_totals_need_the_admin_key(make_client: ClientFactory) ->
 async def test_allowed_origins_api(make_client: ClientFactory) -> None:
     client = await make_client()
     auth = await signup(client)
-    project = (await client.post(f"{API}/projects", json={"name": "A", "type": "saas"}, headers=auth)).json()
+    project = (
+        await client.post(f"{API}/projects", json={"name": "A", "type": "saas"}, headers=auth)
+    ).json()
     path = f"{API}/projects/{project['project']['id']}/origins"
     for bad in ("http://app.example", "https://app.example/path", "ftp://x", "app.example"):
-        assert_error(await client.post(path, json={"origin": bad}, headers=auth), 400, "invalid_origin")
+        assert_error(
+            await client.post(path, json={"origin": bad}, headers=auth), 400, "invalid_origin"
+        )
     for good in ("https://APP.example:8443", "http://localhost:5173", "https://app.example:8443"):
         assert (await client.post(path, json={"origin": good}, headers=auth)).status_code == 201
     listed = (await client.get(path, headers=auth)).json()["origins"]

@@ -44,7 +44,6 @@ from tollhouse.metering.rate_limit import RateLimiter, rate_limiter_from_url
 from tollhouse.tenancy.service import ensure_home_project
 from tollhouse.upstreams.context import UpstreamContext
 
-
 log = structlog.get_logger("tollhouse")
 
 
@@ -109,7 +108,9 @@ def mailer(settings: Settings) -> Mailer:
     """SMTP when SMTP_HOST is set; else the local outbox (shown at /dev/mail)."""
     if not settings.smtp_host:
         if settings.is_production:
-            log.warning("no_smtp", message="SMTP_HOST is unset: mail stays in the mail_outbox table")
+            log.warning(
+                "no_smtp", message="SMTP_HOST is unset: mail stays in the mail_outbox table"
+            )
         return OutboxMailer()
     return SmtpMailer(
         settings.smtp_host,

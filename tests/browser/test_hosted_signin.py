@@ -98,7 +98,8 @@ async def test_sign_up_verify_sign_in_refresh_and_account(
     jwks = (await api.get("/.well-known/jwks.json")).json()
     key = jwt.PyJWK(jwks["keys"][0]).key
     claims = jwt.decode(token, key, algorithms=["ES256"], audience=keys.project_id)
-    assert claims["plan"] == "free" and claims["publishableKey"] == keys.pk
+    assert claims["plan"] == "free"
+    assert claims["publishableKey"] == keys.pk
     as_user = {**keys.publishable, "X-Clerk-Token": token}
     assert (await api.post("/api/data", headers=as_user)).json()["usage"]["usageCount"] == 1
 
@@ -115,15 +116,20 @@ async def test_sign_up_verify_sign_in_refresh_and_account(
 
     # An upgrade, then the refresh page (getRefreshUrl) hands back the new plan.
     user_id = claims["sub"]
-    upgraded = await api.patch(f"/api/customers/{user_id}", json={"plan": "pro"}, headers=keys.secret)
+    upgraded = await api.patch(
+        f"/api/customers/{user_id}", json={"plan": "pro"}, headers=keys.secret
+    )
     assert upgraded.status_code == 200, upgraded.text
     await page.goto(f"{base}/refresh?{query}")
     await page.wait_for_url(f"{redirect}?*")
     await screens.shot(page, "landed-after-refresh")
     refreshed = jwt.decode(token_in(page.url), key, algorithms=["ES256"], audience=keys.project_id)
     assert refreshed["plan"] == "pro"
-    usage = await api.get("/api/usage", headers={**keys.publishable, "X-Clerk-Token": token_in(page.url)})
-    assert usage.json()["plan"] == "pro" and usage.json()["limit"] == 10
+    usage = await api.get(
+        "/api/usage", headers={**keys.publishable, "X-Clerk-Token": token_in(page.url)}
+    )
+    assert usage.json()["plan"] == "pro"
+    assert usage.json()["limit"] == 10
 
     # The account page (getCustomerPortalUrl): plan, details.
     await page.goto(f"{base}/account?{query}")
@@ -137,7 +143,9 @@ async def test_sign_up_verify_sign_in_refresh_and_account(
     assert customer.json()["customer"]["lastName"] == "Hopper"
 
     # A redirect the project does not allow never receives a token.
-    await page.goto(f"{base}/signin?" + urlencode({"pk": keys.pk, "redirect": "https://evil.example/"}))
+    await page.goto(
+        f"{base}/signin?" + urlencode({"pk": keys.pk, "redirect": "https://evil.example/"})
+    )
     await page.wait_for_selector("text=Redirect not allowed")
     await screens.shot(page, "redirect-refused")
     assert violations == []

@@ -139,7 +139,13 @@ async def price_unpriced(
         for tier in await catalog.tiers_of_project(session, project.id):
             if tier.stripe_price_id is None and tier.price_cents > 0:
                 await _sync(
-                    session, gateway, project, tier, account, price_changed=True, product_changed=False
+                    session,
+                    gateway,
+                    project,
+                    tier,
+                    account,
+                    price_changed=True,
+                    product_changed=False,
                 )
                 priced += 1
     return priced
