@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from platform_fixtures import end_user, new_project
+from jwks_server import JwksServer, claims, new_key
+from platform_fixtures import end_user, new_project, set_project
 from stripe_peer import StripePeer
 from support import ADMIN_KEY, ClientFactory, assert_error
 from test_billing_stripe import API, Shop, connect, shop, signup, stripe_settings
@@ -163,3 +164,44 @@ async def test_allowed_origins_api(make_client: ClientFactory) -> None:
     assert (await client.get(path, headers=auth)).json()["origins"] == ["https://app.example:8443"]
     other = await signup(client, "other@example.com")
     assert (await client.get(path, headers=other)).status_code == 404
+
+
+async def test_oauth_complete_trades_a_verified_idp_token_for_ours(
+    make_client: ClientFactory,
+) -> None:
+    """The original bound any user id to any project unauthenticated; here the project's own
+    identity provider must have signed the token, for this project."""
+    client = await make_client()
+    idp = JwksServer(keys=[new_key("idp-1")]).start()
+    try:
+        keys = await new_project(client)
+        issuer, audience = "https://idp.example.test", "my-app"
+        await set_project(
+            client,
+            keys.project_id,
+            end_user_issuer=issuer,
+            end_user_jwks_url=idp.url,
+            end_user_audience=audience,
+        )
+        unbound = await client.post(
+            "/oauth/complete", json={"userId": "user_1", "publishableKey": keys.pk}
+        )
+        assert unbound.status_code == 401
+        impostor = JwksServer(keys=[new_key("idp-1")])  # same kid, another private key
+        forged = impostor.sign(impostor.keys[0], claims(issuer, audience, "user_1"))
+        refused = await client.post(
+            "/oauth/complete", headers={**keys.publishable, "X-Clerk-Token": forged}
+        )
+        assert refused.status_code == 401
+        token = idp.sign(idp.keys[0], claims(issuer, audience, "user_1", email="i@example.com"))
+        done = await client.post(
+            "/oauth/complete", headers={**keys.publishable, "X-Clerk-Token": token}
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["userId"] == "user_1"
+        ours = {**keys.publishable, "X-Clerk-Token": done.json()["token"]}
+        usage = await client.get("/api/usage", headers=ours)
+        assert usage.status_code == 200
+        assert usage.json()["userId"] == "user_1"
+    finally:
+        idp.stop()
