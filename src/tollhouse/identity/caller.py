@@ -304,9 +304,7 @@ async def _platform_key_caller(
         user,
         metered=True,
         key=match,
-        # Our own tokens' plan is a copy of server state at minting (for the SDK to show);
-        # the server's current state decides. Other issuers' claims are a fallback.
-        plan_claim=None if claims.project_id is not None else claims.plan,
+        plan_claim=claims.plan,
         platform_id=match.platform_id,
     )
 
