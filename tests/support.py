@@ -80,11 +80,12 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """`app` under uvicorn on a real loopback port, in this event loop; yields its base URL."""
+async def serving(app: FastAPI, **options: Any) -> AsyncIterator[str]:
+    """`app` under uvicorn on a real loopback port, in this event loop; yields its base URL.
+    `options` go to uvicorn.Config (e.g. `lifespan="off"` for an app already started)."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False
+        app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False, **options
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

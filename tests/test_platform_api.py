@@ -205,6 +205,12 @@ async def test_dashboard_store_metrics_and_totals(client: httpx.AsyncClient) -> 
             "cancelingSubs": 0,
             "totalProducts": 3,
             "liveProjects": 1,
+            # The SDK's names beside the original's.
+            "activeSubscriptions": 0,
+            "cancelingSubscriptions": 0,
+            "totalMRR": 0,
+            "totalCustomers": 0,
+            "totalRevenue": 0,
         },
         "platformId": store.platform_id,
     }

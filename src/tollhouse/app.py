@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tollhouse import __version__, openapi, system, wiring
+from tollhouse.assets import routes as asset_routes
 from tollhouse.billing import cart_routes, proxy
 from tollhouse.billing import credits as billing_credits
 from tollhouse.billing.apple import routes as apple_routes
@@ -37,8 +38,11 @@ from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tollhouse.ledger import routes as ledger_routes
+from tollhouse.platform_api import oauth as platform_oauth
+from tollhouse.platform_api import operator as platform_operator
 from tollhouse.platform_api import routes as platform_routes
 from tollhouse.upstreams import routes as upstream_routes
+from tollhouse.web import routes as web_routes
 
 log = structlog.get_logger("tollhouse")
 
@@ -92,6 +96,8 @@ def create_app(
         app.state.rate_limiter = wiring.rate_limiter(settings)
         app.state.stripe = wiring.stripe_gateway(settings)
         app.state.upstreams = wiring.upstream_context(settings)
+        app.state.assets = wiring.asset_context(settings)
+        app.state.mailer = wiring.mailer(settings)
         if role == "billing":
             assert settings.gateway_internal_url is not None
             app.state.gateway_billing = GatewayBilling.from_settings(
@@ -116,7 +122,7 @@ def create_app(
             generation = app.state.generation = wiring.generations(
                 settings, database, metrics.registry
             )
-        jobs = wiring.background_jobs(settings, database, generation)
+        jobs = wiring.background_jobs(settings, database, generation, app.state.assets)
         jobs.start()
         log.info(
             "started", version=__version__, database=database.backend, env=settings.tollhouse_env
@@ -130,6 +136,7 @@ def create_app(
             await app.state.rate_limiter.close()
             await app.state.stripe.close()
             await app.state.upstreams.close()
+            await app.state.assets.close()
             if role == "billing":
                 await app.state.gateway_billing.credits.close()
             if forwards_billing:
@@ -157,7 +164,12 @@ def create_app(
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        # An asset upload may be larger than other bodies (base64 adds a third).
+        overrides=((asset_routes.UPLOAD_PATH, settings.asset_max_bytes * 4 // 3 + 64 * 1024),),
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     if settings.cors_enabled:
         app.add_middleware(
@@ -189,3 +201,7 @@ def _include_gateway(app: FastAPI, settings: Settings, forwards_billing: bool) -
     upstream_routes.include(app, settings)
     app.include_router(generation_routes.router)
     app.include_router(generation_routes.mine)
+    app.include_router(asset_routes.router)
+    app.include_router(platform_oauth.router)
+    app.include_router(platform_operator.router)
+    web_routes.include(app)

@@ -274,6 +274,8 @@ class Settings(BaseSettings):
     # which a platform that never subscribed may use its keys.
     platform_trial_days: int = Field(14, ge=0, le=365)
     platform_included_end_users: int = Field(2000, ge=0)
+    # The plan's monthly price, for the operator's MRR estimate (/admin/api/platforms).
+    platform_price_cents: int = Field(1900, ge=0)
     # Shown as the estimate only; Stripe bills the overage from its own price.
     platform_overage_cents_per_user: float = Field(3.0, ge=0)
     # A lapsed (canceled/unpaid, or never-subscribed past its trial) platform keeps working
@@ -331,6 +333,25 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     s3_key_prefix: str = ""
 
+    # Assets (/api/assets): images only, sniffed from their bytes; per file and per project.
+    asset_max_bytes: int = Field(2 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
+    asset_quota_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+
+    # Hosted end-user pages (/signup, /signin, /account, /refresh per publishable key).
+    # Sign-in and sign-up attempts per minute: per email address (5x that per client address,
+    # 50x per project, so one project's crowd cannot starve another's).
+    hosted_auth_attempts_per_minute: int = Field(10, ge=1, le=1000)
+    # How long a browser stays signed in to a project's hosted pages.
+    hosted_session_hours: int = Field(24, ge=1, le=24 * 90)
+    # Mail (verification, password reset): SMTP when SMTP_HOST is set; otherwise messages go to
+    # the local outbox, shown at /dev/mail outside production.
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_from: str = "Tollhouse <no-reply@localhost>"
+
     @field_validator("cors_origins", "apple_root_certificates", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -356,6 +377,7 @@ class Settings(BaseSettings):
         "openrouter_api_key",
         "llm_api_key",
         "s3_secret_access_key",
+        "smtp_password",
         mode="before",
     )
     @classmethod

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import structlog
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tollhouse.assets import service as assets
+from tollhouse.assets.routes import AssetContext
 from tollhouse.billing import inventory, platform_plan
 from tollhouse.billing.apple import renewals as apple_renewals
 from tollhouse.billing.gateway import stripe_purchases
@@ -30,6 +33,7 @@ from tollhouse.identity.user_cache import UserCache
 from tollhouse.kit import idempotency
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.jobs import PeriodicJobs
+from tollhouse.kit.mail import Mailer, OutboxMailer, SmtpMailer
 from tollhouse.kit.storage import storage_from_settings
 from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.ledger import service as ledger
@@ -39,6 +43,8 @@ from tollhouse.ledger.signup import signup_grant
 from tollhouse.metering.rate_limit import RateLimiter, rate_limiter_from_url
 from tollhouse.tenancy.service import ensure_home_project
 from tollhouse.upstreams.context import UpstreamContext
+
+log = structlog.get_logger("tollhouse")
 
 
 async def home_project_id(session: AsyncSession, settings: Settings) -> str:
@@ -88,6 +94,37 @@ def upstream_context(settings: Settings) -> UpstreamContext:
     if unknown:
         raise ConfigError(f"UPSTREAMS names unknown cost keys: {', '.join(unknown)}")
     return UpstreamContext.from_settings(settings)
+
+
+def asset_context(settings: Settings) -> AssetContext:
+    """Assets on the same storage as images (files, or the S3_BUCKET), with their limits."""
+    return AssetContext(
+        storage_from_settings(settings),
+        assets.AssetLimits(settings.asset_max_bytes, settings.asset_quota_bytes),
+    )
+
+
+def mailer(settings: Settings) -> Mailer:
+    """SMTP when SMTP_HOST is set; else the local outbox (shown at /dev/mail)."""
+    if not settings.smtp_host:
+        if settings.is_production:
+            log.warning(
+                "no_smtp", message="SMTP_HOST is unset: mail stays in the mail_outbox table"
+            )
+        return OutboxMailer()
+    return SmtpMailer(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_from,
+        username=settings.smtp_username,
+        password=settings.secret("smtp_password"),
+        starttls=settings.smtp_starttls,
+    )
+
+
+async def purge_deleted_assets(database: Database, context: AssetContext) -> int:
+    async with database.session() as session:
+        return await assets.purge(session, context.storage)
 
 
 def generations(settings: Settings, database: Database, registry: CollectorRegistry) -> Generations:
@@ -153,9 +190,18 @@ async def grant_subscription_months(database: Database, catalogue: Catalogue) ->
 
 
 def background_jobs(
-    settings: Settings, database: Database, generation: Generations | None = None
+    settings: Settings,
+    database: Database,
+    generation: Generations | None = None,
+    asset_storage: AssetContext | None = None,
 ) -> PeriodicJobs:
     jobs = PeriodicJobs()
+    if asset_storage is not None:
+        jobs.every(
+            settings.hold_sweep_interval_seconds,
+            "purge_deleted_assets",
+            lambda: purge_deleted_assets(database, asset_storage),
+        )
     if generation is not None:
         jobs.every(
             settings.hold_sweep_interval_seconds,

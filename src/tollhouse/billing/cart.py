@@ -33,12 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollhouse.billing import inventory
 from tollhouse.billing.models import Order, OrderItem
 from tollhouse.billing.stripe import connect
-from tollhouse.billing.stripe.checkout import allowed_url
+from tollhouse.billing.stripe.checkout import project_redirect_url
 from tollhouse.billing.stripe.client import StripeGateway
 from tollhouse.billing.stripe.errors import (
     StripeFailure,
     StripeNotConfigured,
-    UrlNotAllowed,
 )
 from tollhouse.catalog import service as catalog
 from tollhouse.catalog.models import Tier
@@ -112,21 +111,20 @@ class MixedCurrencies(BadRequest):
 # --- the request --------------------------------------------------------------------------
 
 
-def redirect_urls(cart: CartCheckout, origin: str | None) -> tuple[str, str]:
-    """The given URLs, else `{Origin}/cart?success=true|canceled=true` (the contract's);
-    https, or http on localhost (400 `url_not_allowed`, also when neither is there)."""
-    base = origin.rstrip("/") if origin and origin != "null" else None
-
-    def pick(given: str | None, query: str, field: str) -> str:
-        if given:
-            return allowed_url(given, field)
-        if base:
-            return allowed_url(f"{base}/cart?{query}", "Origin")
-        raise UrlNotAllowed(f"Send {field} (or call from a browser page with an Origin).")
-
-    return pick(cart.success_url, "success=true", "successUrl"), pick(
-        cart.cancel_url, "canceled=true", "cancelUrl"
+async def redirect_urls(
+    session: AsyncSession, project_id: str, cart: CartCheckout, origin: str | None
+) -> tuple[str, str]:
+    """The given URLs (relative ones against an `Origin` the project allows), else
+    `{Origin}/cart?success=true|canceled=true` (the contract's); https, or http on localhost
+    (400 `url_not_allowed`, also when neither is there)."""
+    origin = origin if origin and origin != "null" else None
+    success = await project_redirect_url(
+        session, project_id, cart.success_url, origin, "/cart?success=true", "successUrl"
     )
+    cancel = await project_redirect_url(
+        session, project_id, cart.cancel_url, origin, "/cart?canceled=true", "cancelUrl"
+    )
+    return success, cancel
 
 
 async def resolve_items(
@@ -209,7 +207,7 @@ async def checkout(
     """
     project = await session.get(Project, caller.project_id)
     assert project is not None  # the caller's key names a live project row
-    success_url, cancel_url = redirect_urls(cart, origin)
+    success_url, cancel_url = await redirect_urls(session, project.id, cart, origin)
     lines = await resolve_items(session, project.id, cart.items)
     account_id = await connect.account_of(session, project.platform_id, project.mode)
     if not gateway.configured(project.mode):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
 
+from tollhouse.assets import service as assets
 from tollhouse.billing.stripe import catalog_sync
 from tollhouse.billing.stripe.client import StripeDep
 from tollhouse.catalog import service as catalog
@@ -49,3 +51,29 @@ async def update_tier(
 async def delete_tier(slug: str, project: ProjectDep, console: ConsoleDep) -> None:
     await catalog.delete_tier(console.session, project, slug)
     await console.audit("tier.delete", slug, project_id=project.id)
+
+
+class TierImage(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    asset_key: str = Field(alias="assetKey", min_length=1, max_length=400)
+
+
+@router.put("/projects/{project_id}/tiers/{slug}/image")
+async def set_tier_image(
+    slug: str,
+    body: TierImage,
+    project: ProjectDep,
+    console: ConsoleDep,
+    stripe: StripeDep,
+    request: Request,
+) -> TierOut:
+    """The tier's `imageUrl` from one of the project's assets (an absolute URL, so Stripe can
+    show it as the product image)."""
+    asset = await assets.find(console.session, body.asset_key, project.id)
+    url = str(request.base_url).rstrip("/") + assets.url_of(asset)
+    update = TierUpdate(image_url=url)
+    tier, changes = await catalog.update_tier(console.session, project, slug, update)
+    await catalog_sync.tier_saved(console.session, stripe, project, tier, set(changes))
+    await console.audit("tier.image", tier.slug, project_id=project.id, asset=asset.key)
+    return TierOut.of(tier)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tollhouse.console import account, catalog, end_users, plan, projects, stripe, upstreams
+from tollhouse.console import (
+    account,
+    catalog,
+    end_users,
+    origins,
+    plan,
+    projects,
+    stripe,
+    upstreams,
+)
 
 router = APIRouter(prefix="/console/api/v1")
-for area in (account, projects, catalog, end_users, stripe, plan, upstreams):
+for area in (account, projects, catalog, end_users, stripe, plan, upstreams, origins):
     router.include_router(area.router)

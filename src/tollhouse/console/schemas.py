@@ -12,7 +12,7 @@ from tollhouse.catalog.schemas import TierOut
 from tollhouse.identity.models import User
 from tollhouse.identity.schemas import Email
 from tollhouse.kit.clock import utcnow
-from tollhouse.tenancy.developers import PASSWORD_MAX, PASSWORD_MIN
+from tollhouse.kit.passwords import PASSWORD_MAX, PASSWORD_MIN
 from tollhouse.tenancy.models import ApiKey, Developer, DeveloperToken, Platform, Project
 
 ProjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]

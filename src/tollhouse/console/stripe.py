@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse
 
-from tollhouse.billing.stripe import connect
+from tollhouse.billing.stripe import catalog_sync, connect
 from tollhouse.billing.stripe.client import StripeDep
 from tollhouse.billing.stripe.errors import OAuthDenied
 from tollhouse.console.deps import ConsoleDep
@@ -58,7 +58,10 @@ async def connect_callback(
         code=code,
         state=state,
     )
-    await console.audit("stripe.connect", done.mode, account_id=done.account_id)
+    priced = await catalog_sync.price_unpriced(
+        console.session, stripe, console.platform_id, done.mode, done.account_id
+    )
+    await console.audit("stripe.connect", done.mode, account_id=done.account_id, priced=priced)
     return RedirectResponse(console.settings.stripe_connect_done_url, status_code=302)
 
 

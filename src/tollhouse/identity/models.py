@@ -9,6 +9,7 @@ from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollhouse.db.base import Base, CreatedAt
+from tollhouse.kit.clock import utcnow
 
 EXTERNAL_ID_MAX = 255
 EMAIL_MAX = 320
@@ -48,3 +49,40 @@ class RefreshToken(CreatedAt, Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class EndUserCredential(CreatedAt, Base):
+    """A password account of a platform project's end user (hosted sign-up pages).
+
+    One per email per project: the unique constraint is how concurrent sign-ups of one
+    address are told apart (insert first). The password is an argon2id hash.
+    """
+
+    __tablename__ = "end_user_credentials"
+    __table_args__ = (UniqueConstraint("project_id", "email"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # Hosted-page sessions that began before this are signed out (a reset ends them all).
+    password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    email_verified_at: Mapped[datetime | None]
+
+
+class EndUserTicket(CreatedAt, Base):
+    """A single-use link sent by mail (verify the address, reset the password), stored as a
+    keyed hash; `used_at` is set by one conditional update, so a link works once."""
+
+    __tablename__ = "end_user_tickets"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(10))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -105,17 +106,22 @@ class RequestContextMiddleware:
 class BodyLimitMiddleware:
     """413 for bodies over the limit, whether declared by Content-Length or streamed."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, overrides: Sequence[tuple[str, int]] = ()
+    ) -> None:
+        """`overrides`: (exact path, limit) pairs for routes that take larger bodies."""
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = dict(overrides)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.overrides.get(scope["path"], self.max_bytes)
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._reject(send, max_bytes)
             return
 
         received = 0
@@ -127,7 +133,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     exceeded = True
                     # Ends the body for the app; what it answers is replaced by the 413.
                     return {"type": "http.disconnect"}
@@ -139,7 +145,7 @@ class BodyLimitMiddleware:
                 await send(message)
             elif not replied:
                 replied = True
-                await self._reject(send)
+                await self._reject(send, max_bytes)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
@@ -149,14 +155,14 @@ class BodyLimitMiddleware:
             if not exceeded:
                 raise
         if exceeded and not replied:
-            await self._reject(send)
+            await self._reject(send, max_bytes)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, max_bytes: int) -> None:
         start, body = _json_message(
             413,
             envelope(
                 "payload_too_large",
-                f"The request body is larger than the limit of {self.max_bytes} bytes.",
+                f"The request body is larger than the limit of {max_bytes} bytes.",
             ),
         )
         await send(start)

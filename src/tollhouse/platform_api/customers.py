@@ -20,14 +20,14 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.catalog import service as catalog
-from tollhouse.identity import privacy
+from tollhouse.identity import accounts, privacy
 from tollhouse.identity import service as identity
 from tollhouse.identity.end_user_tokens import EndUserSigner
 from tollhouse.identity.errors import UserNotFound
 from tollhouse.identity.models import User
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.ids import new_id
-from tollhouse.metering.plans import DEFAULT_PLAN, plan_of
+from tollhouse.metering.plans import DEFAULT_PLAN, effective_plan_of
 from tollhouse.platform_api.errors import (
     CustomerExists,
     CustomerNotFound,
@@ -38,7 +38,7 @@ from tollhouse.platform_api.errors import (
 from tollhouse.platform_api.schemas import CustomerCreate
 from tollhouse.tenancy import service as tenancy
 
-CUSTOMER_ID_PREFIX = "cus"
+CUSTOMER_ID_PREFIX = accounts.CUSTOMER_ID_PREFIX
 
 
 async def find(session: AsyncSession, project_id: str, reference: str) -> User:
@@ -138,7 +138,8 @@ class MintedToken:
 async def mint_token(
     session: AsyncSession, signer: EndUserSigner, user: User, ttl_seconds: int
 ) -> MintedToken:
-    """An end-user token for `user`, bound to the project and its publishable key."""
+    """An end-user token for `user`, bound to the project and its publishable key; its `plan`
+    is the effective one now (what the SDK's `auth.getUser().plan` shows)."""
     key = await publishable_key(session, user.project_id)
     if key is None:
         raise NoPublishableKey()
@@ -146,7 +147,7 @@ async def mint_token(
     token, expires_at = signer.mint(
         project_id=user.project_id,
         subject=user.external_id,
-        plan=plan_of(user),
+        plan=await effective_plan_of(session, user),
         publishable_key=key,
         email=user.email,
         ttl_seconds=ttl_seconds,

@@ -65,12 +65,14 @@ def _subscription_fields(sub: Subscription | None) -> dict[str, Any]:
 
 
 def _metrics(subscriptions: list[Subscription]) -> dict[str, int]:
-    active = [s for s in subscriptions if s.status in ("active", "trialing")]
+    """The original's names and, beside them, the SDK's (`activeSubscriptions`, …)."""
+    active = sum(1 for s in subscriptions if s.status in ("active", "trialing"))
+    canceling = sum(1 for s in subscriptions if s.cancel_at_period_end and s.status != "canceled")
     return {
-        "activeSubs": len(active),
-        "cancelingSubs": sum(
-            1 for s in subscriptions if s.cancel_at_period_end and s.status != "canceled"
-        ),
+        "activeSubs": active,
+        "activeSubscriptions": active,
+        "cancelingSubs": canceling,
+        "cancelingSubscriptions": canceling,
         "mrr": sum(s.amount_cents for s in subscriptions if s.status == "active"),
     }
 
@@ -168,6 +170,7 @@ async def dashboard(session: AsyncSession, caller: Caller) -> dict[str, Any]:
     mode = caller.key.mode if caller.key is not None else None
     subscriptions = await billing_subscriptions.of_project(session, project_id)
     sales_count, sales_revenue = await cart.sales(session, project_id)
+    webhook = await _webhook(session, project_id)
     return {
         "metrics": {
             **_metrics(subscriptions),
@@ -187,14 +190,19 @@ async def dashboard(session: AsyncSession, caller: Caller) -> dict[str, Any]:
             "platformId": caller.platform_id,
             "mode": mode,
         },
-        "webhook": await _webhook(session, project_id),
+        "webhook": webhook,
+        "webhookStatus": {
+            "lastEventAt": webhook["lastEventAt"],
+            "status": "receiving" if webhook["lastEventAt"] else "no_events",
+        },
         "usageSeries": await _series(session, project_id),
         "filters": {"platformId": caller.platform_id, "publishableKey": pk, "mode": mode},
     }
 
 
 async def totals(session: AsyncSession, caller: Caller) -> dict[str, Any]:
-    """Across the platform's live projects."""
+    """Across the platform's live projects; the SDK's `totalMRR`, `totalCustomers` and
+    `totalRevenue` (store sales + this month's recurring revenue, cents) beside the original's."""
     assert caller.platform_id is not None
     live = [
         project
@@ -202,13 +210,24 @@ async def totals(session: AsyncSession, caller: Caller) -> dict[str, Any]:
         if project.mode == "live"
     ]
     products = 0
+    sales = 0
     subscriptions: list[Subscription] = []
     for project in live:
         products += len(await catalog.tiers_of_project(session, project.id))
         subscriptions += await billing_subscriptions.of_project(session, project.id)
+        sales += (await cart.sales(session, project.id))[1]
+    metrics = _metrics(subscriptions)
+    customers = await session.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.project_id.in_([p.id for p in live]), User.is_active.is_(True))
+    )
     return {
         "totals": {
-            **_metrics(subscriptions),
+            **metrics,
+            "totalMRR": metrics["mrr"],
+            "totalCustomers": customers or 0,
+            "totalRevenue": sales + metrics["mrr"],
             "totalProducts": products,
             "liveProjects": len(live),
         },

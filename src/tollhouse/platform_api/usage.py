@@ -23,7 +23,11 @@ async def track(
     assert caller.user is not None
     plan = await effective_plan(session, caller, cache_seconds)
     standing = await quota.track(session, caller.user, plan, units, cache_seconds=cache_seconds)
-    return {"success": True, "data": {"message": TRACKED_MESSAGE}, "usage": wire.usage(standing)}
+    return {
+        "success": True,
+        "data": {"message": TRACKED_MESSAGE},
+        "usage": wire.usage(standing, caller.user),
+    }
 
 
 async def report(session: AsyncSession, caller: Caller, cache_seconds: float = 0) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from tollhouse.catalog.models import Tier
 from tollhouse.identity.models import User
+from tollhouse.kit.clock import epoch_ms
 from tollhouse.ledger.models import CreditAccount, CreditTransaction
 from tollhouse.ledger.service import Entry
 from tollhouse.metering.quota import Usage
@@ -70,10 +71,13 @@ def product(row: Tier) -> dict[str, Any]:
     }
 
 
-def usage(standing: Usage) -> dict[str, Any]:
-    """The `usage` object of `POST /api/data`."""
+def usage(standing: Usage, user: User) -> dict[str, Any]:
+    """The `usage` object of `POST /api/data`: the original's `count`, and the SDK's
+    `usageCount` and `userId` beside it."""
     return {
         "count": standing.count,
+        "usageCount": standing.count,
+        "userId": user.external_id,
         "limit": limit_value(standing.limit),
         "plan": standing.plan,
         "remaining": limit_value(standing.remaining),
@@ -103,7 +107,8 @@ def customer(user: User, plan: str, publishable_key: str | None) -> dict[str, An
         "lastName": user.last_name,
         "plan": plan,
         "publishableKey": publishable_key,
-        "createdAt": iso(user.created_at),
+        # Epoch milliseconds, as the SDK's Customer type declares.
+        "createdAt": epoch_ms(user.created_at),
     }
 
 

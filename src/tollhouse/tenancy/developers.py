@@ -6,37 +6,37 @@ under the server pepper, so a database leak yields nothing that signs anyone in.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-import anyio.to_thread
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.crypto import keyed_hash, random_token
-from tollhouse.kit.errors import BadRequest, Conflict, NotFound, Unauthorized
+from tollhouse.kit.errors import Conflict, NotFound, Unauthorized
+from tollhouse.kit.passwords import (
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    WeakPassword,
+    dummy_hash,
+    hash_password,
+    needs_rehash,
+    password_matches,
+)
 from tollhouse.tenancy.models import Developer, DeveloperToken, Platform
 from tollhouse.tenancy.service import create_platform
 
 TokenKind = Literal["session", "personal"]
 
-PASSWORD_MIN = 10
-# Bounded so a megabyte "password" cannot buy a megabyte of hashing.
-PASSWORD_MAX = 1024
 SESSION_LIFETIME = timedelta(days=7)
 PERSONAL_TOKEN_PREFIX = "dev_"  # noqa: S105 - a prefix, not a secret
 # The longest credential worth hashing; anything longer is refused unseen.
 CREDENTIAL_MAX = 256
 LAST_USED_GRANULARITY = timedelta(minutes=1)
-
-_hasher = PasswordHasher()  # argon2id with the library's current parameters
 
 
 class EmailTaken(Conflict):
@@ -47,11 +47,6 @@ class EmailTaken(Conflict):
 class InvalidCredentials(Unauthorized):
     code = "invalid_credentials"
     message = "Email or password is wrong."
-
-
-class WeakPassword(BadRequest):
-    code = "weak_password"
-    message = f"A password needs between {PASSWORD_MIN} and {PASSWORD_MAX} characters."
 
 
 class TokenNotFound(NotFound):
@@ -71,32 +66,12 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    return _hasher.hash("an unknown email still costs one verification")
-
-
-async def _hash_password(password: str) -> str:
-    # argon2 is deliberately slow; keep it off the event loop.
-    return await anyio.to_thread.run_sync(_hasher.hash, password)
-
-
-async def _password_matches(stored_hash: str, password: str) -> bool:
-    def verify() -> bool:
-        try:
-            return _hasher.verify(stored_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
-
-    return await anyio.to_thread.run_sync(verify)
-
-
 async def sign_up(session: AsyncSession, email: str, password: str) -> Developer:
     """A new developer and their platform, in the request's transaction; 409 on a taken email."""
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise WeakPassword()
     email = normalise_email(email)
-    password_hash = await _hash_password(password)
+    password_hash = await hash_password(password)
     try:
         # One savepoint for both rows: a taken email leaves no orphan platform behind.
         async with session.begin_nested():
@@ -117,11 +92,11 @@ async def log_in(session: AsyncSession, email: str, password: str) -> Developer:
         select(Developer).where(Developer.email == normalise_email(email))
     )
     # An unknown email still pays for one verification, so timing does not reveal accounts.
-    stored = developer.password_hash if developer is not None else _dummy_hash()
-    if not await _password_matches(stored, password) or developer is None:
+    stored = developer.password_hash if developer is not None else dummy_hash()
+    if not await password_matches(stored, password) or developer is None:
         raise InvalidCredentials()
-    if _hasher.check_needs_rehash(developer.password_hash):
-        developer.password_hash = await _hash_password(password)
+    if needs_rehash(developer.password_hash):
+        developer.password_hash = await hash_password(password)
     developer.last_login_at = utcnow()
     await session.flush()
     return developer

@@ -141,3 +141,17 @@ class AuditEntry(CreatedAt, Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ProjectOrigin(CreatedAt, Base):
+    """An origin (`https://app.example`) the project's browsers call from and its hosted
+    pages may redirect to: the allow-list that keeps `redirect=` from being an open one."""
+
+    __tablename__ = "project_origins"
+    __table_args__ = (UniqueConstraint("project_id", "origin"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    origin: Mapped[str] = mapped_column(String(300))

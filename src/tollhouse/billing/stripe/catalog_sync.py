@@ -6,6 +6,8 @@ Stripe prices are immutable: a price change creates a new price and deactivates 
 - `tier_saved`, called by the console after a tier is created or updated: syncs when the
   project's platform has a connection for the project's mode (else nothing — the tier is
   synced on its first checkout);
+- `price_unpriced`, called when Connect completes: every tier of that mode still without a
+  price gets one;
 - `ensure_price`, called by checkout: creates the product and price when the tier has none
   yet (tiers made before Stripe was connected, tiers copied by promote).
 """
@@ -18,8 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.billing.stripe import connect
 from tollhouse.billing.stripe.client import StripeGateway
+from tollhouse.catalog import service as catalog
 from tollhouse.catalog.models import Tier
 from tollhouse.kit.clock import utcnow
+from tollhouse.tenancy import service as tenancy
 from tollhouse.tenancy.models import Project
 
 PRODUCT_FIELDS = ("display_name", "description", "image_url")
@@ -120,3 +124,28 @@ async def ensure_price(
         )
     assert tier.stripe_price_id is not None
     return tier.stripe_price_id
+
+
+async def price_unpriced(
+    session: AsyncSession, gateway: StripeGateway, platform_id: str, mode: str, account: str
+) -> int:
+    """Right after Connect: products and prices for the mode's tiers made before Stripe was
+    connected, so `GET /api/products` shows a `priceId` the SDK's cart can send. Returns how
+    many tiers got a price."""
+    priced = 0
+    for project in await tenancy.projects_of_platform(session, platform_id):
+        if project.mode != mode:
+            continue
+        for tier in await catalog.tiers_of_project(session, project.id):
+            if tier.stripe_price_id is None and tier.price_cents > 0:
+                await _sync(
+                    session,
+                    gateway,
+                    project,
+                    tier,
+                    account,
+                    price_changed=True,
+                    product_changed=False,
+                )
+                priced += 1
+    return priced

@@ -27,6 +27,7 @@ from tollhouse.billing.stripe.errors import (
 )
 from tollhouse.catalog.models import Tier
 from tollhouse.identity.models import User
+from tollhouse.tenancy import origins
 from tollhouse.tenancy.models import Project
 
 DEFAULT_TIER = "pro"
@@ -81,6 +82,21 @@ def redirect_url(given: str | None, origin: str | None, path: str, field: str) -
     raise UrlNotAllowed(f"Send {field} (or call from a browser page with an Origin).")
 
 
+async def project_redirect_url(
+    session: AsyncSession,
+    project_id: str,
+    given: str | None,
+    origin: str | None,
+    path: str,
+    field: str,
+) -> str:
+    """As `redirect_url`, and a relative `given` (the SDK's `/dashboard`) is resolved against
+    the request's `Origin` when the project allows that origin."""
+    if given:
+        given = await origins.absolute(session, project_id, given, origin, field)
+    return redirect_url(given, origin, path, field)
+
+
 async def _tier(session: AsyncSession, project_id: str, name: str) -> Tier:
     """A subscription tier by slug or display name, case-insensitive."""
     wanted = name.strip().lower()
@@ -111,8 +127,12 @@ async def create_checkout(
     tier = await _tier(session, project.id, body.tier or DEFAULT_TIER)
     if tier.price_cents <= 0:
         raise TierNotPurchasable(f"The tier {tier.slug!r} is free: there is nothing to buy.")
-    success = redirect_url(body.success_url, origin, "/dashboard?success=true", "successUrl")
-    cancel = redirect_url(body.cancel_url, origin, "/dashboard?canceled=true", "cancelUrl")
+    success = await project_redirect_url(
+        session, project.id, body.success_url, origin, "/dashboard?success=true", "successUrl"
+    )
+    cancel = await project_redirect_url(
+        session, project.id, body.cancel_url, origin, "/dashboard?canceled=true", "cancelUrl"
+    )
     if body.price_id is not None and body.price_id != tier.stripe_price_id:
         raise PriceMismatch(f"priceId is not the current price of the tier {tier.slug!r}.")
     account = await connect.account_of(session, project.platform_id, project.mode)
@@ -150,7 +170,9 @@ async def portal(
     customer = await subs.latest_customer_id(session, project.id, user.id)
     if customer is None:
         raise NoBillingAccount()
-    return_url = redirect_url(body.return_url, origin, "/dashboard", "returnUrl")
+    return_url = await project_redirect_url(
+        session, project.id, body.return_url, origin, "/dashboard", "returnUrl"
+    )
     account = await connect.account_of(session, project.platform_id, project.mode)
     return await gateway.create_portal_session(
         mode=project.mode, account_id=account, customer_id=customer, return_url=return_url

@@ -1,0 +1,2 @@
+"""Project assets (images for tiers, products and hosted pages): records here, bytes on
+kit's storage port."""

@@ -1,0 +1,27 @@
+"""Mounts the pages: static files, the hosted end-user pages, development tools, and the
+error page for hosted pages that cannot be shown."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+
+from tollhouse.web.dev import mail as dev_mail
+from tollhouse.web.hosted import account, recovery, signin, signup
+from tollhouse.web.hosted.common import PageRefused
+from tollhouse.web.templating import STATIC, render
+
+
+async def _page_refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PageRefused)
+    return render(
+        request, "error.html", status=exc.status_code, title=exc.title, message=exc.message
+    )
+
+
+def include(app: FastAPI) -> None:
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for module in (signup, signin, recovery, account, dev_mail):
+        app.include_router(module.router)
+    app.add_exception_handler(PageRefused, _page_refused)
