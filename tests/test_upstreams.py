@@ -24,7 +24,8 @@ from conftest import make_settings
 from platform_fixtures import Keys, database, end_user, new_project
 from support import SERVICE, ClientFactory, as_user, assert_error, free_port, resolve
 from tollhouse.app import create_app
-from tollhouse.kit.forwarding import Upstream, UpstreamConfig, UpstreamUnavailable
+from tollhouse.kit import proxy_paths
+from tollhouse.kit.forwarding import Upstream, UpstreamConfig, UpstreamUnavailable, prepare
 from tollhouse.upstreams import platform
 from tollhouse.upstreams.models import UpstreamRoute
 from upstream_app import CLOCKCHAIN_KEY, MB
@@ -189,8 +190,9 @@ async def test_methods_and_authentication_are_enforced(served: Served) -> None:
     assert_error(
         await served.http.get("/api/v1/upstreams/svc/fast"), 401, "authentication_required"
     )
+    # A method the upstream's policy does not list: 404 without reaching it.
     response = await served.http.delete("/api/v1/upstreams/svc/echo/x", headers=SERVICE)
-    assert response.status_code == 405
+    assert_error(response, 404, "upstream_route_not_found")
     assert (
         await served.http.get("/api/v1/upstreams/nope/fast", headers=SERVICE)
     ).status_code == 404
@@ -218,7 +220,7 @@ async def test_failure_modes_answer_in_our_envelope(serve: Serve) -> None:
     text = await served.http.get("/api/v1/upstreams/svc/text", headers=SERVICE)
     assert (text.status_code, text.text) == (200, "<html>not json</html>")
     assert_error(
-        await served.http.get("/api/v1/clockchain/text", headers=SERVICE),
+        await served.http.get("/api/v1/clockchain/today?text=1", headers=SERVICE),
         502,
         "upstream_malformed",
     )
@@ -300,7 +302,7 @@ async def test_clockchain_writes_hold_and_capture_or_release(served: Served) -> 
     assert await balance(served, user) == before - 2
     # The upstream fails: its answer passes through, the hold is released.
     broken = await served.http.post(
-        "/api/v1/clockchain/ingest/broken", json={}, headers=as_user(user)
+        "/api/v1/clockchain/ingest/tdf?status=500", json=[], headers=as_user(user)
     )
     assert broken.status_code == 500
     assert await balance(served, user) == before - 2
@@ -513,7 +515,8 @@ async def test_only_idempotent_methods_are_retried(method: str, attempts: int) -
 
     try:
         with pytest.raises(UpstreamUnavailable):
-            await upstream.forward(Request(scope, receive), "/things")
+            request = Request(scope, receive)
+            await upstream.forward(request, prepare(request, "/things"))
     finally:
         await upstream.close()
     assert sent == [method] * attempts
@@ -532,7 +535,7 @@ async def test_gw_routes_are_read_again_within_the_cache_window(
     async def match(cache_seconds: float) -> platform.GatewayRoute:
         async with db.session() as session:
             return await platform.match_route(
-                session, keys.project_id, "api/x", "GET", cache_seconds
+                session, keys.project_id, proxy_paths.parse(b"/api/x"), "GET", cache_seconds
             )
 
     with pytest.raises(platform.NoUpstreamRoute):
@@ -563,3 +566,111 @@ async def test_gw_routes_are_read_again_within_the_cache_window(
         await platform.delete_route(session, keys.project_id, route_id)
     with pytest.raises(platform.NoUpstreamRoute):
         await match(0.3)
+
+
+# --- issue 12: one normalised path, route policies, charges that follow the answer ------------
+
+WRITER_TOKEN = "clockchain-writer-token-0123456789"
+PAID_ROUTES = [
+    {"methods": ["GET"], "path": "scripted/public/**", "access": "anyone", "credentials": False},
+    {"methods": ["GET"], "path": "scripted/admin/**", "access": "admin"},
+    {"methods": ["GET"], "path": "scripted/closed/**", "access": "none"},
+    {"methods": ["GET", "POST"], "path": "scripted/kept-on-307/**", "price": 2,
+     "charge_on": "2xx,307"},
+    {"methods": ["GET", "POST"], "path": "scripted/**", "price": 2},
+    {"methods": ["GET"], "path": "slow", "price": 2},
+]  # fmt: skip
+
+
+async def received(upstream_url: str, *, clear: bool = False) -> list[str]:
+    """The raw paths the upstream app received (DELETE clears them)."""
+    async with httpx.AsyncClient() as client:
+        response = await client.request("DELETE" if clear else "GET", f"{upstream_url}/_received")
+    return list(response.json())
+
+
+async def raw(
+    served: Served, method: str, target: str, headers: dict[str, str], **kwargs: Any
+) -> httpx.Response:
+    """A request whose path goes on the wire exactly as written (httpx would normalise it)."""
+    return await served.http.request(
+        method, target, headers=headers, extensions={"target": target.encode()}, **kwargs
+    )
+
+
+async def history(served: Served, user: str) -> list[tuple[int, str]]:
+    response = await served.http.get("/api/v1/credits/history", headers=as_user(user))
+    assert response.status_code == 200, response.text
+    return [(row["amount"], row["type"]) for row in response.json()]
+
+
+ATTACKS = [
+    "//index",
+    "/./index",
+    "/x/..%2Findex",
+    "/x/../index",
+    "/x/%2e%2e/index",
+    "/x/.%2E/index",
+    "/%2e/index",
+    "/..%2F..%2Fhealth",
+    "/..%2f..%2fopenapi.json",
+    "/search%3Fq=apollo",
+    "/index%23x",
+    "/x%5Cindex",
+    "/x%2Findex",
+    "/index%00",
+    "/x/%zz",
+]
+
+
+@pytest.mark.parametrize("door", ["clockchain", "operator", "gw"])
+async def test_paths_are_normalised_once_and_unclean_ones_refused_before_charging(
+    serve: Serve, upstream_url: str, door: str
+) -> None:
+    """`//index`, `./index`, `x/..%2Findex` reached clockchain's paid index unpaid; `..%2F`
+    left /api/v1 with the service key attached; `%3F` became a query. The same engine serves
+    the three front doors: each refuses them with 400 and the upstream receives nothing."""
+    served = await serve(
+        allow_private_upstreams=True,
+        upstreams=[{"name": "paid", "url": upstream_url, "routes": PAID_ROUTES}],
+    )
+    if door == "gw":
+        auth, keys = await developer_project(served)
+        route = await register(
+            served, auth, keys.project_id, path_prefix="api",
+            upstream_url=f"{upstream_url}/scripted", methods=["GET", "POST"],
+        )  # fmt: skip
+        assert route.status_code == 201, route.text
+        headers = await end_user(served.http, keys, "paths@example.com")
+        base, seen_base = f"/gw/{keys.project_id}/api", "/scripted"
+
+        async def spent() -> int:
+            return await usage(served, headers)
+    else:
+        user = await resolve(served.setup, f"paths-{door}")
+        headers = as_user(user)
+        base, seen_base = (
+            ("/api/v1/clockchain", "/api/v1")
+            if door == "clockchain"
+            else ("/api/v1/upstreams/paid/scripted", "/scripted")
+        )
+
+        async def spent() -> int:
+            return -await balance(served, user)
+
+    before = await spent()
+    await received(upstream_url, clear=True)
+    for attack in ATTACKS:
+        response = await raw(served, "POST", base + attack, headers, json={"nodes": []})
+        assert_error(response, 400, "invalid_path")
+    assert await received(upstream_url) == []
+    assert await spent() == before
+
+    # A clean path reaches the upstream as the one canonical form we decided on.
+    ok = await raw(served, "GET", base + "/browse/%41pollo%20%C3%A9/", headers)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["path"] == f"{seen_base}/browse/Apollo é/"
+    assert ok.json()["raw_path"] == f"{seen_base}/browse/Apollo%20%C3%A9/"
+    assert await received(upstream_url) == [f"{seen_base}/browse/Apollo%20%C3%A9/"]
+    # Browsing the clockchain is free; the other doors charge their price.
+    assert await spent() == before + {"clockchain": 0, "operator": 2, "gw": 1}[door]
