@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -190,5 +190,5 @@ app = Starlette(
         Route("/api/v1/index", index, methods=["POST"]),
         Route("/api/v1/{rest:path}", scripted, methods=ALL_METHODS),
         Route("/scripted/{rest:path}", scripted, methods=ALL_METHODS),
-    ]
+    ],
 )

@@ -16,7 +16,6 @@ from typing import Literal, get_args
 import httpx
 import structlog
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from tollhouse import __version__, system, wiring
 from tollhouse.billing import cart_routes, proxy
@@ -31,6 +30,7 @@ from tollhouse.db.engine import Database
 from tollhouse.generation import privacy as _generation_privacy  # noqa: F401 - export section
 from tollhouse.generation import routes as generation_routes
 from tollhouse.identity import routes as identity_routes
+from tollhouse.kit.cors import CORSMiddleware
 from tollhouse.kit.errors import install_error_handlers
 from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
