@@ -32,7 +32,9 @@ from support import (
     resolve,
     token_pair,
 )
+from tollhouse import wiring
 from tollhouse.app import create_app
+from tollhouse.config import ConfigError
 from tollhouse.kit import proxy_paths
 from tollhouse.kit.forwarding import Upstream, UpstreamConfig, UpstreamUnavailable, prepare
 from tollhouse.upstreams import platform
@@ -930,3 +932,26 @@ async def test_gw_refuses_headers_it_cannot_forward_before_counting(
     assert await received(upstream_url) == []
     assert (await served.http.get(gw, headers=user)).status_code == 200
     assert await usage(served, user) == 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "why"),
+    [
+        ({"methods": ["GET"], "path": "a/**/b"}, "may only end a pattern"),
+        ({"methods": ["GET"], "path": "a/../b"}, "not a clean path"),
+        ({"methods": ["BREW"], "path": "a"}, "unknown methods"),
+        ({"methods": ["GET"], "path": "a", "price": "no_such_cost"}, "unknown cost key"),
+        ({"methods": ["GET"], "path": "a", "price": -1}, "negative"),
+        ({"methods": ["GET"], "path": "a", "charge_on": "ok"}, "not a status"),
+    ],
+)
+async def test_unusable_route_policies_refuse_to_start(
+    tmp_path: Path, rule: dict[str, Any], why: str
+) -> None:
+    settings = make_settings(
+        "sqlite+aiosqlite:///unused.db",
+        tmp_path,
+        upstreams=[{"name": "svc", "url": "http://127.0.0.1:9", "routes": [rule]}],
+    )
+    with pytest.raises(ConfigError, match=why):
+        wiring.upstream_context(settings)
