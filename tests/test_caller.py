@@ -150,16 +150,22 @@ async def test_signed_request_without_user_is_a_system_call(client: httpx.AsyncC
     assert caller["metered"] is False
 
 
-async def test_metered_false_is_honoured_only_on_a_valid_signature(
+async def test_metered_false_is_honoured_only_from_trusted_callers(
     client: httpx.AsyncClient,
 ) -> None:
+    """A valid signature or the service key (services that meter for themselves, issue 12
+    §3); never a user's own request."""
     user = await resolve(client, "gw-metered")
     unmetered = await caller_of(
         client, {**signed("GET", STATUS, user), "X-Gateway-Metered": "true"}
     )
     assert unmetered["metered"] is False
-    plain = await caller_of(client, {**SERVICE, "X-User-ID": user, "X-Gateway-Metered": "true"})
-    assert plain["metered"] is True
+    relayed = await caller_of(client, {**SERVICE, "X-User-ID": user, "X-Gateway-Metered": "true"})
+    assert relayed["metered"] is False
+    assert (await caller_of(client, {**SERVICE, "X-User-ID": user}))["metered"] is True
+    token = (await token_pair(client, user))["access_token"]
+    bearer = {"Authorization": f"Bearer {token}", "X-Gateway-Metered": "true"}
+    assert (await caller_of(client, bearer))["metered"] is True
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,21 @@ from starlette.requests import Request
 
 from conftest import make_settings
 from platform_fixtures import Keys, database, end_user, new_project
-from support import SERVICE, ClientFactory, as_user, assert_error, free_port, resolve
+from support import (
+    ADMIN_KEY,
+    SERVICE,
+    ClientFactory,
+    as_user,
+    assert_error,
+    free_port,
+    resolve,
+    token_pair,
+)
+from tollhouse import wiring
 from tollhouse.app import create_app
-from tollhouse.kit.forwarding import Upstream, UpstreamConfig, UpstreamUnavailable
+from tollhouse.config import ConfigError
+from tollhouse.kit import proxy_paths
+from tollhouse.kit.forwarding import Upstream, UpstreamConfig, UpstreamUnavailable, prepare
 from tollhouse.upstreams import platform
 from tollhouse.upstreams.models import UpstreamRoute
 from upstream_app import CLOCKCHAIN_KEY, MB
@@ -189,8 +201,9 @@ async def test_methods_and_authentication_are_enforced(served: Served) -> None:
     assert_error(
         await served.http.get("/api/v1/upstreams/svc/fast"), 401, "authentication_required"
     )
+    # A method the upstream's policy does not list: 404 without reaching it.
     response = await served.http.delete("/api/v1/upstreams/svc/echo/x", headers=SERVICE)
-    assert response.status_code == 405
+    assert_error(response, 404, "upstream_route_not_found")
     assert (
         await served.http.get("/api/v1/upstreams/nope/fast", headers=SERVICE)
     ).status_code == 404
@@ -218,7 +231,7 @@ async def test_failure_modes_answer_in_our_envelope(serve: Serve) -> None:
     text = await served.http.get("/api/v1/upstreams/svc/text", headers=SERVICE)
     assert (text.status_code, text.text) == (200, "<html>not json</html>")
     assert_error(
-        await served.http.get("/api/v1/clockchain/text", headers=SERVICE),
+        await served.http.get("/api/v1/clockchain/today?text=1", headers=SERVICE),
         502,
         "upstream_malformed",
     )
@@ -300,7 +313,7 @@ async def test_clockchain_writes_hold_and_capture_or_release(served: Served) -> 
     assert await balance(served, user) == before - 2
     # The upstream fails: its answer passes through, the hold is released.
     broken = await served.http.post(
-        "/api/v1/clockchain/ingest/broken", json={}, headers=as_user(user)
+        "/api/v1/clockchain/ingest/tdf?status=500", json=[], headers=as_user(user)
     )
     assert broken.status_code == 500
     assert await balance(served, user) == before - 2
@@ -511,9 +524,10 @@ async def test_only_idempotent_methods_are_retried(method: str, attempts: int) -
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
+    request = Request(scope, receive)
     try:
         with pytest.raises(UpstreamUnavailable):
-            await upstream.forward(Request(scope, receive), "/things")
+            await upstream.forward(request, prepare(request, "/things"))
     finally:
         await upstream.close()
     assert sent == [method] * attempts
@@ -532,7 +546,7 @@ async def test_gw_routes_are_read_again_within_the_cache_window(
     async def match(cache_seconds: float) -> platform.GatewayRoute:
         async with db.session() as session:
             return await platform.match_route(
-                session, keys.project_id, "api/x", "GET", cache_seconds
+                session, keys.project_id, proxy_paths.parse(b"/api/x"), "GET", cache_seconds
             )
 
     with pytest.raises(platform.NoUpstreamRoute):
@@ -563,3 +577,381 @@ async def test_gw_routes_are_read_again_within_the_cache_window(
         await platform.delete_route(session, keys.project_id, route_id)
     with pytest.raises(platform.NoUpstreamRoute):
         await match(0.3)
+
+
+# --- issue 12: one normalised path, route policies, charges that follow the answer ------------
+
+WRITER_TOKEN = "clockchain-writer-token-0123456789"
+PAID_ROUTES = [
+    {"methods": ["GET"], "path": "scripted/public/**", "access": "anyone", "credentials": False},
+    {"methods": ["GET"], "path": "scripted/admin/**", "access": "admin"},
+    {"methods": ["GET"], "path": "scripted/closed/**", "access": "none"},
+    {"methods": ["GET", "POST"], "path": "scripted/kept-on-307/**", "price": 2,
+     "charge_on": "2xx,307"},
+    {"methods": ["GET", "POST"], "path": "scripted/**", "price": 2},
+    {"methods": ["GET"], "path": "slow", "price": 2},
+]  # fmt: skip
+
+
+async def received(upstream_url: str, *, clear: bool = False) -> list[str]:
+    """The raw paths the upstream app received (DELETE clears them)."""
+    async with httpx.AsyncClient() as client:
+        response = await client.request("DELETE" if clear else "GET", f"{upstream_url}/_received")
+    return list(response.json())
+
+
+async def raw(
+    served: Served, method: str, target: str, headers: dict[str, str], **kwargs: Any
+) -> httpx.Response:
+    """A request whose path goes on the wire exactly as written (httpx would normalise it)."""
+    return await served.http.request(
+        method, target, headers=headers, extensions={"target": target.encode()}, **kwargs
+    )
+
+
+async def history(served: Served, user: str) -> list[tuple[int, str]]:
+    response = await served.http.get("/api/v1/credits/history", headers=as_user(user))
+    assert response.status_code == 200, response.text
+    return [(row["amount"], row["type"]) for row in response.json()]
+
+
+ATTACKS = [
+    "//index",
+    "/./index",
+    "/x/..%2Findex",
+    "/x/../index",
+    "/x/%2e%2e/index",
+    "/x/.%2E/index",
+    "/%2e/index",
+    "/..%2F..%2Fhealth",
+    "/..%2f..%2fopenapi.json",
+    "/search%3Fq=apollo",
+    "/index%23x",
+    "/x%5Cindex",
+    "/x%2Findex",
+    "/index%00",
+    "/x/%zz",
+]
+
+
+@pytest.mark.parametrize("door", ["clockchain", "operator", "gw"])
+async def test_paths_are_normalised_once_and_unclean_ones_refused_before_charging(
+    serve: Serve, upstream_url: str, door: str
+) -> None:
+    """`//index`, `./index`, `x/..%2Findex` reached clockchain's paid index unpaid; `..%2F`
+    left /api/v1 with the service key attached; `%3F` became a query. The same engine serves
+    the three front doors: each refuses them with 400 and the upstream receives nothing."""
+    served = await serve(
+        allow_private_upstreams=True,
+        upstreams=[{"name": "paid", "url": upstream_url, "routes": PAID_ROUTES}],
+    )
+    if door == "gw":
+        auth, keys = await developer_project(served)
+        route = await register(
+            served, auth, keys.project_id, path_prefix="api",
+            upstream_url=f"{upstream_url}/scripted", methods=["GET", "POST"],
+        )  # fmt: skip
+        assert route.status_code == 201, route.text
+        headers = await end_user(served.http, keys, "paths@example.com")
+        base, seen_base = f"/gw/{keys.project_id}/api", "/scripted"
+
+        async def spent() -> int:
+            return await usage(served, headers)
+    else:
+        user = await resolve(served.setup, f"paths-{door}")
+        headers = as_user(user)
+        base, seen_base = (
+            ("/api/v1/clockchain", "/api/v1")
+            if door == "clockchain"
+            else ("/api/v1/upstreams/paid/scripted", "/scripted")
+        )
+
+        async def spent() -> int:
+            return -await balance(served, user)
+
+    before = await spent()
+    await received(upstream_url, clear=True)
+    for attack in ATTACKS:
+        response = await raw(served, "POST", base + attack, headers, json={"nodes": []})
+        assert_error(response, 400, "invalid_path")
+    assert await received(upstream_url) == []
+    assert await spent() == before
+
+    # A clean path reaches the upstream as the one canonical form we decided on.
+    ok = await raw(served, "GET", base + "/browse/%41pollo%20%C3%A9/", headers)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["path"] == f"{seen_base}/browse/Apollo é/"
+    assert ok.json()["raw_path"] == f"{seen_base}/browse/Apollo%20%C3%A9/"
+    assert await received(upstream_url) == [f"{seen_base}/browse/Apollo%20%C3%A9/"]
+    # Browsing the clockchain is free; the other doors charge their price.
+    assert await spent() == before + {"clockchain": 0, "operator": 2, "gw": 1}[door]
+
+
+async def test_a_charge_is_kept_only_for_the_answers_its_rule_pays_for(
+    serve: Serve, upstream_url: str
+) -> None:
+    """A clockchain 400 or 429 cost a credit; now only a 2xx does (or what a route's
+    `charge_on` lists). 4xx, redirects, timeouts and our own refusals release the hold."""
+    served = await serve(
+        upstream_read_timeout_seconds=0.5,
+        upstreams=[{"name": "paid", "url": upstream_url, "routes": PAID_ROUTES}],
+    )
+    user = await resolve(served.setup, "charges")
+    start = await balance(served, user)
+    ingest = "/api/v1/clockchain/ingest/tdf"
+    for status in (400, 401, 404, 422, 429, 307):
+        response = await served.http.post(
+            f"{ingest}?status={status}&location=/api/v1/x", json=[], headers=as_user(user)
+        )
+        assert response.status_code == status, response.text
+    timed_out = await served.http.get("/api/v1/upstreams/paid/slow", headers=as_user(user))
+    assert_error(timed_out, 504, "upstream_timeout")
+    elsewhere = await served.http.get(
+        "/api/v1/upstreams/paid/scripted/x?status=302&location=https://evil.example/x",
+        headers=as_user(user),
+    )
+    assert_error(elsewhere, 502, "upstream_redirect_refused")
+    assert await balance(served, user) == start
+    # Every hold was taken and given back: a charge and its refund per call, nothing kept.
+    rows = await history(served, user)
+    assert sorted(rows[:16]) == sorted([(-1, "api_spend"), (1, "refund")] * 6
+                                       + [(-2, "api_spend"), (2, "refund")] * 2)  # fmt: skip
+
+    ok = await served.http.post(ingest, json=[], headers=as_user(user))
+    assert ok.status_code == 200
+    # A route whose rule also pays for a 307 keeps it.
+    kept = await served.http.get(
+        "/api/v1/upstreams/paid/scripted/kept-on-307/x?status=307&location=/scripted/y",
+        headers=as_user(user),
+    )
+    assert kept.status_code == 307
+    assert kept.headers["location"] == "/api/v1/upstreams/paid/scripted/y"
+    assert await balance(served, user) == start - 3
+    assert (await history(served, user))[:2] == [(-2, "api_spend"), (-1, "api_spend")]
+
+
+async def test_gw_units_follow_the_charge_rule(serve: Serve, upstream_url: str) -> None:
+    served = await serve(allow_private_upstreams=True)
+    auth, keys = await developer_project(served)
+    for prefix, charge_on in (("api", None), ("cached", "2xx,304")):
+        body: dict[str, Any] = {"charge_on": charge_on} if charge_on else {}
+        route = await register(
+            served, auth, keys.project_id, path_prefix=prefix,
+            upstream_url=f"{upstream_url}/scripted", methods=["GET", "HEAD"], **body,
+        )  # fmt: skip
+        assert route.status_code == 201, route.text
+        assert route.json()["charge_on"] == (charge_on or "2xx")
+    bad = await register(
+        served, auth, keys.project_id, path_prefix="x", upstream_url=upstream_url, charge_on="ok"
+    )
+    assert_error(bad, 422, "validation_error")
+    dotted = await register(
+        served, auth, keys.project_id, path_prefix="a/../b", upstream_url=upstream_url
+    )
+    assert_error(dotted, 422, "validation_error")
+    user = await end_user(served.http, keys, "units@example.com")
+    gw = f"/gw/{keys.project_id}"
+    for status in (400, 404, 429, 304):
+        response = await served.http.get(f"{gw}/api/x?status={status}", headers=user)
+        assert response.status_code == status
+    assert await usage(served, user) == 0
+    assert (await served.http.get(f"{gw}/cached/x?status=304", headers=user)).status_code == 304
+    assert (await served.http.head(f"{gw}/api/x", headers=user)).status_code == 200
+    assert await usage(served, user) == 2
+
+
+async def test_relay_metering_is_a_deployment_choice_and_self_metering_services_pay_once(
+    serve: Serve,
+) -> None:
+    """Service key + X-User-ID spends the user's credits (the memo's relay) unless the
+    deployment says relays meter for themselves (RELAY_METERED=false); a trusted service
+    sending `X-Gateway-Metered: true` is not charged twice; a user's own header is ignored."""
+    served = await serve()
+    user = await resolve(served.setup, "relay")
+    start = await balance(served, user)
+    ingest = "/api/v1/clockchain/ingest/subgraph"
+    body = {"nodes": [], "edges": []}
+    assert (await served.http.post(ingest, json=body, headers=as_user(user))).status_code == 200
+    assert await balance(served, user) == start - 1
+    self_metered = {**as_user(user), "X-Gateway-Metered": "true"}
+    assert (await served.http.post(ingest, json=body, headers=self_metered)).status_code == 200
+    assert await balance(served, user) == start - 1
+    token = (await token_pair(served.setup, user))["access_token"]
+    as_bearer = {"Authorization": f"Bearer {token}", "X-Gateway-Metered": "true"}
+    assert (await served.http.post(ingest, json=body, headers=as_bearer)).status_code == 200
+    assert await balance(served, user) == start - 2
+
+    unmetered = await serve(relay_metered=False)
+    user = await resolve(unmetered.setup, "relay-2")
+    start = await balance(unmetered, user)
+    assert (await unmetered.http.post(ingest, json=body, headers=as_user(user))).status_code == 200
+    assert await balance(unmetered, user) == start
+    assert await history(unmetered, user) == [(50, "signup_bonus")]
+
+
+def _headers_seen(response: httpx.Response) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {}
+    for name, value in response.json()["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    return seen
+
+
+async def test_the_clockchain_serves_only_its_policy(serve: Serve, upstream_url: str) -> None:
+    """Every clockchain route was open to every user with our key; administrative ones now
+    answer 404 without reaching it, moments go as anonymous (its private ones stay private),
+    writes carry the configured writer token and the caller's identity, never its own
+    credentials."""
+    served = await serve(clockchain_writer_token=WRITER_TOKEN)
+    user = await resolve(served.setup, "policy", email="policy@example.com")
+    start = await balance(served, user)
+    cc = "/api/v1/clockchain"
+    await received(upstream_url, clear=True)
+    for method, path in (
+        ("POST", "agents/register"),
+        ("GET", "agents"),
+        ("DELETE", "agents/7"),
+        ("POST", "moments/1969/x/verify"),
+        ("POST", "moments/1969/x/reconcile"),
+        ("POST", "moments/1969/x/publish"),
+        ("POST", "moments/propose"),
+        ("POST", "bulk-generate"),
+        ("POST", "generate"),
+        ("POST", "expand-once"),
+        ("GET", "jobs/1"),
+        ("POST", "mcp/"),
+        ("PUT", "index"),
+    ):
+        response = await served.http.request(method, f"{cc}/{path}", headers=as_user(user))
+        assert_error(response, 404, "upstream_route_not_found")
+    assert await received(upstream_url) == []
+    assert await balance(served, user) == start
+
+    # Public reads: anyone, sent without our key.
+    moment = await served.http.get(f"{cc}/moments/1969/x")
+    assert moment.status_code == 200, moment.text
+    assert "x-service-key" not in _headers_seen(moment)
+    assert "x-user-id" not in _headers_seen(moment)
+    assert (await served.http.get(f"{cc}/stats", headers=as_user(user))).status_code == 200
+    # Keyed reads: an authenticated caller, with our key and who they are.
+    assert_error(await served.http.get(f"{cc}/today"), 401, "authentication_required")
+    today = await served.http.get(
+        f"{cc}/today", headers={**as_user(user), "Authorization": "Bearer not-forwarded"}
+    )
+    seen = _headers_seen(today)
+    assert seen["x-service-key"] == [CLOCKCHAIN_KEY]
+    assert seen["x-user-id"] == [user]
+    assert seen["x-user-email"] == ["policy@example.com"]
+    assert len(seen["x-tollhouse-project"]) == 1
+    assert "authorization" not in seen
+    # Writes: the writer token, never the caller's credentials.
+    write = await served.http.post(
+        f"{cc}/ingest/tdf", json=[], headers={**as_user(user), "Cookie": "session=x"}
+    )
+    seen = _headers_seen(write)
+    assert seen["authorization"] == [f"Bearer {WRITER_TOKEN}"]
+    assert "cookie" not in seen
+    assert await balance(served, user) == start - 1
+
+
+async def test_operator_route_policies_decide_who_may_call(serve: Serve, upstream_url: str) -> None:
+    served = await serve(upstreams=[{"name": "paid", "url": upstream_url, "routes": PAID_ROUTES}])
+    user = await resolve(served.setup, "operator-policy")
+    base = "/api/v1/upstreams/paid/scripted"
+    assert (await served.http.get(f"{base}/public/x")).status_code == 200
+    assert_error(await served.http.get(f"{base}/x"), 401, "authentication_required")
+    assert_error(
+        await served.http.get(f"{base}/admin/x", headers=as_user(user)), 403, "admin_key_required"
+    )
+    admin = await served.http.get(f"{base}/admin/x", headers={"X-Admin-Key": ADMIN_KEY})
+    assert admin.status_code == 200
+    assert "x-admin-key" not in _headers_seen(admin)
+    await received(upstream_url, clear=True)
+    closed = await served.http.get(f"{base}/closed/x", headers={"X-Admin-Key": ADMIN_KEY})
+    assert_error(closed, 404, "upstream_route_not_found")
+    assert await received(upstream_url) == []
+
+
+async def test_bodyless_answers_pass_through_faithfully(serve: Serve, upstream_url: str) -> None:
+    """HEAD was 502 `upstream_malformed` (an empty body is not JSON); 204, 304, redirects and
+    405s pass through with their headers, a redirect's Location mapped into our prefix or
+    refused, and `Vary` said once."""
+    served = await serve(cors_origins=["https://app.example"])
+    headers = as_user(await resolve(served.setup, "bodyless"))
+    cc = "/api/v1/clockchain"
+    head = await served.http.head(f"{cc}/today", headers=headers)
+    assert (head.status_code, head.content) == (200, b"")
+    for status in (204, 304):
+        response = await served.http.get(f"{cc}/today?status={status}", headers=headers)
+        assert (response.status_code, response.content) == (status, b"")
+    moved = await served.http.get(
+        f"{cc}/browse/a?status=307&location=/api/v1/browse/b%20c?x=1&empty=1", headers=headers
+    )
+    assert moved.status_code == 307
+    assert moved.headers["location"] == f"{cc}/browse/b%20c?x=1"
+    relative = await served.http.get(
+        f"{cc}/browse/a/b?status=307&location=../c&empty=1", headers=headers
+    )
+    assert relative.headers["location"] == f"{cc}/browse/c"
+    for location in ("https://evil.example/api/v1/x", "/health", "//evil.example/x"):
+        refused = await served.http.get(
+            f"{cc}/browse/a", params={"status": 307, "location": location}, headers=headers
+        )
+        assert_error(refused, 502, "upstream_redirect_refused")
+    not_allowed = await served.http.get(f"{cc}/today?status=405&allow=POST, PUT", headers=headers)
+    assert (not_allowed.status_code, not_allowed.headers["allow"]) == (405, "POST, PUT")
+    varied = await served.http.get(
+        f"{cc}/today?vary=Origin, Accept-Encoding",
+        headers={**headers, "Origin": "https://app.example"},
+    )
+    assert varied.headers.get_list("vary") == ["Origin, Accept-Encoding"]
+
+
+async def test_gw_refuses_headers_it_cannot_forward_before_counting(
+    serve: Serve, upstream_url: str
+) -> None:
+    """A non-ASCII client header was a 500 after counting the unit, a claim with control
+    characters a 503 blaming the upstream: 400, nothing counted."""
+    served = await serve(allow_private_upstreams=True)
+    auth, keys = await developer_project(served)
+    route = await register(
+        served, auth, keys.project_id, path_prefix="api", upstream_url=f"{upstream_url}/scripted"
+    )
+    assert route.status_code == 201, route.text
+    gw = f"/gw/{keys.project_id}/api/x"
+    user = await end_user(served.http, keys, "bytes@example.com")
+    await received(upstream_url, clear=True)
+    response = await served.http.get(gw, headers=[*user.items(), (b"X-Note", b"caf\xc3\xa9")])
+    body = assert_error(response, 400, "invalid_header_value")
+    assert body["detail"] == {"header": "x-note"}
+    assert await usage(served, user) == 0
+    for email in ("josé@example.com", "a\x01b@example.com"):
+        claimed = await end_user(served.http, keys, email)
+        body = assert_error(await served.http.get(gw, headers=claimed), 400, "invalid_header_value")
+        assert body["detail"] == {"header": "X-User-Email"}
+        assert await usage(served, claimed) == 0
+    assert await received(upstream_url) == []
+    assert (await served.http.get(gw, headers=user)).status_code == 200
+    assert await usage(served, user) == 1
+
+
+@pytest.mark.parametrize(
+    ("rule", "why"),
+    [
+        ({"methods": ["GET"], "path": "a/**/b"}, "may only end a pattern"),
+        ({"methods": ["GET"], "path": "a/../b"}, "not a clean path"),
+        ({"methods": ["BREW"], "path": "a"}, "unknown methods"),
+        ({"methods": ["GET"], "path": "a", "price": "no_such_cost"}, "unknown cost key"),
+        ({"methods": ["GET"], "path": "a", "price": -1}, "negative"),
+        ({"methods": ["GET"], "path": "a", "charge_on": "ok"}, "not a status"),
+    ],
+)
+async def test_unusable_route_policies_refuse_to_start(
+    tmp_path: Path, rule: dict[str, Any], why: str
+) -> None:
+    settings = make_settings(
+        "sqlite+aiosqlite:///unused.db",
+        tmp_path,
+        upstreams=[{"name": "svc", "url": "http://127.0.0.1:9", "routes": [rule]}],
+    )
+    with pytest.raises(ConfigError, match=why):
+        wiring.upstream_context(settings)

@@ -7,12 +7,15 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 CLOCKCHAIN_KEY = "clockchain-service-key-0123456789abcdef"
 MB = 1024 * 1024
+ALL_METHODS = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]
 MOMENTS = [
     {"path": "/1969/july/20/2017/us/florida/cape-canaveral/apollo-11", "name": "Apollo 11"},
     {"path": "/1969/november/14/1622/us/florida/cape-canaveral/apollo-12", "name": "Apollo 12"},
@@ -115,12 +118,61 @@ async def index(request: Request) -> Response:
     return JSONResponse({"path": body["path"], "status": "indexed"})
 
 
+async def scripted(request: Request) -> Response:
+    """Answers as the query says, recording what arrived (raw path included):
+    `?status=429`, `?location=…` (with a 3xx status), `?allow=GET` (with 405), `?vary=…`,
+    `?empty=1` (no body), `?text=1` (not JSON)."""
+    params = request.query_params
+    status = int(params.get("status", "200"))
+    headers = {"X-Upstream": "scripted"}
+    if "location" in params:
+        headers["Location"] = params["location"]
+    if "allow" in params:
+        headers["Allow"] = params["allow"]
+    if "vary" in params:
+        headers["Vary"] = params["vary"]
+    if params.get("empty") or status in (204, 304) or request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    if params.get("text"):
+        return PlainTextResponse("<html>not json</html>", status_code=status, headers=headers)
+    body = {
+        "method": request.method,
+        "path": request.url.path,
+        "raw_path": request.scope["raw_path"].decode("latin-1"),
+        "query": request.url.query,
+        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw],
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 async def health(_request: Request) -> Response:
     return JSONResponse({"status": "healthy", "service": "timepoint-clockchain"})
 
 
+# Every request's raw path, in arrival order: GET /_received reads, DELETE /_received clears.
+RECEIVED: list[str] = []
+
+
+class Recorder:
+    def __init__(self, inner: ASGIApp) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/_received":
+            RECEIVED.append(scope["raw_path"].decode("latin-1"))
+        await self.inner(scope, receive, send)
+
+
+async def received(request: Request) -> Response:
+    if request.method == "DELETE":
+        RECEIVED.clear()
+    return JSONResponse(RECEIVED)
+
+
 app = Starlette(
+    middleware=[Middleware(Recorder)],
     routes=[
+        Route("/_received", received, methods=["GET", "DELETE"]),
         Route("/fast", fast),
         Route("/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "DELETE"]),
         Route("/slow", slow),
@@ -136,5 +188,7 @@ app = Starlette(
         Route("/api/v1/ingest/subgraph", ingest, methods=["POST"]),
         Route("/api/v1/ingest/broken", fail, methods=["POST"]),
         Route("/api/v1/index", index, methods=["POST"]),
-    ]
+        Route("/api/v1/{rest:path}", scripted, methods=ALL_METHODS),
+        Route("/scripted/{rest:path}", scripted, methods=ALL_METHODS),
+    ],
 )

@@ -16,7 +16,6 @@ from typing import Literal, get_args
 import httpx
 import structlog
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from tollhouse import __version__, openapi, system, wiring
 from tollhouse.assets import routes as asset_routes
@@ -32,6 +31,7 @@ from tollhouse.db.engine import Database
 from tollhouse.generation import privacy as _generation_privacy  # noqa: F401 - export section
 from tollhouse.generation import routes as generation_routes
 from tollhouse.identity import routes as identity_routes
+from tollhouse.kit.cors import CORSMiddleware
 from tollhouse.kit.errors import install_error_handlers
 from tollhouse.kit.input_guards import refuse_nul_characters
 from tollhouse.kit.logging import configure_logging

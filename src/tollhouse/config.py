@@ -107,6 +107,32 @@ class BillingProductsConfig(BaseModel):
         return self
 
 
+class UpstreamRouteRule(BaseModel):
+    """One line of an upstream's route policy (upstreams/policy.py): method + path pattern →
+    who may call, what it costs and which answers keep the charge. First match wins; a call
+    no line lists answers 404 without reaching the upstream."""
+
+    methods: list[str] = Field(min_length=1)
+    # Below the upstream's prefix: literal segments, "*" for one segment, a final "**" for
+    # any rest (none included): "moments/**", "ingest/*", "index".
+    path: str
+    # anyone (anonymous too) | user (any authenticated Gateway caller) | admin (X-Admin-Key)
+    # | none (404, as if unlisted)
+    access: Literal["anyone", "user", "admin", "none"] = "user"
+    # A cost-table key ("clockchain_ingest") or a number of credits; none = free.
+    price: str | int | None = None
+    # Upstream statuses that keep the charge: classes and codes, comma-separated ("2xx,304").
+    charge_on: str = "2xx"
+    # Send the upstream's configured credentials (service key, writer token); off for
+    # routes the upstream serves to anonymous callers, so it answers as it would to them.
+    credentials: bool = True
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, methods: list[str]) -> list[str]:
+        return [method.upper() for method in methods]
+
+
 class OperatorUpstream(BaseModel):
     """One of the operator's own services, served at /api/v1/upstreams/{name}/... (UPSTREAMS)."""
 
@@ -116,8 +142,13 @@ class OperatorUpstream(BaseModel):
     prefix: str = ""
     inject_headers: dict[str, SecretStr] = Field(default_factory=dict)
     methods: list[str] = Field(default_factory=lambda: ["GET"])
-    # A ledger cost key charged per call (held, captured when the upstream answers < 500).
+    # A ledger cost key charged per call (held, captured when the upstream answers 2xx).
     cost_key: str | None = None
+    # The route policy; unset: `methods` on every path, for any authenticated caller, at
+    # `cost_key`.
+    routes: list[UpstreamRouteRule] | None = None
+    # Sent as `Authorization: Bearer …` on writes (never the caller's own credentials).
+    writer_token: SecretStr | None = None
 
     @field_validator("methods")
     @classmethod
@@ -201,6 +232,14 @@ class Settings(BaseSettings):
     clockchain_enabled: bool = True
     clockchain_service_url: str | None = None
     clockchain_service_key: SecretStr | None = None
+    # The clockchain's route policy (JSON list of rules); unset: the default policy
+    # (public reads, paid ingest/index, nothing administrative; see README).
+    clockchain_routes: list[UpstreamRouteRule] | None = None
+    # A clockchain WRITER_TOKENS token, sent as a bearer token on its writes.
+    clockchain_writer_token: SecretStr | None = None
+    # Service key + X-User-ID (the memo's relay) spends that user's credits; false: services
+    # relaying users meter for themselves and such calls are not charged here (as Flash).
+    relay_metered: bool = True
     upstreams: list[OperatorUpstream] = Field(default_factory=list)
     upstream_connect_timeout_seconds: float = Field(5.0, gt=0)
     upstream_read_timeout_seconds: float = Field(30.0, gt=0)

@@ -43,6 +43,7 @@ from tollhouse.ledger.signup import signup_grant
 from tollhouse.metering.rate_limit import RateLimiter, rate_limiter_from_url
 from tollhouse.tenancy.service import ensure_home_project
 from tollhouse.upstreams.context import UpstreamContext
+from tollhouse.upstreams.policy import PolicyError
 
 log = structlog.get_logger("tollhouse")
 
@@ -88,12 +89,11 @@ def rate_limiter(settings: Settings) -> RateLimiter:
 
 
 def upstream_context(settings: Settings) -> UpstreamContext:
-    """The upstreams' pooled clients; an UPSTREAMS cost key must be a known cost."""
-    known = configured_costs(settings.credit_costs)
-    unknown = sorted({u.cost_key for u in settings.upstreams if u.cost_key} - set(known))
-    if unknown:
-        raise ConfigError(f"UPSTREAMS names unknown cost keys: {', '.join(unknown)}")
-    return UpstreamContext.from_settings(settings)
+    """The upstreams' pooled clients and route policies; a price must be a known cost."""
+    try:
+        return UpstreamContext.from_settings(settings, configured_costs(settings.credit_costs))
+    except PolicyError as exc:
+        raise ConfigError(f"Upstream route policy: {exc}") from exc
 
 
 def asset_context(settings: Settings) -> AssetContext:

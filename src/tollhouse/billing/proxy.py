@@ -16,13 +16,14 @@ from tollhouse.billing.gateway.routes import HomeUser
 from tollhouse.identity.models import User
 from tollhouse.kit.errors import ServiceUnavailable, TollhouseError
 from tollhouse.kit.forwarding import (
-    Identity,
     Timeouts,
     Upstream,
     UpstreamConfig,
     UpstreamTimeout,
     UpstreamUnavailable,
+    prepare,
 )
+from tollhouse.kit.proxy_headers import Identity
 
 
 class BillingUnavailable(ServiceUnavailable):
@@ -57,8 +58,11 @@ class BillingProxy:
 
     async def forward(self, request: Request, path: str, user: User | None) -> Response:
         identity = None if user is None else Identity(str(user.id), user.email)
+        outgoing = prepare(
+            request, path, identity=identity, injected=self.upstream.config.inject_headers
+        )
         try:
-            return await self.upstream.forward(request, path, identity=identity)
+            return await self.upstream.forward(request, outgoing)
         except UpstreamTimeout as exc:
             raise BillingTimeout() from exc
         except UpstreamUnavailable as exc:

@@ -208,7 +208,11 @@ async def _resolve(request: Request, lookup: _UserLookup, context: IdentityConte
     if (service_key := headers.get("x-service-key")) is not None:
         service_name = _service_named_by(service_key, settings)
         return await _service_caller(
-            lookup, context, headers.get("x-user-id"), metered=True, service_name=service_name
+            lookup,
+            context,
+            headers.get("x-user-id"),
+            metered=settings.relay_metered and not _meters_itself(request),
+            service_name=service_name,
         )
 
     authorization = headers.get("authorization")
@@ -387,11 +391,19 @@ async def _signed_gateway_caller(
         now=time.time(),
         tolerance_seconds=context.settings.gateway_signature_tolerance_seconds,
     )
-    # Only a verified signature may switch metering off.
-    metered = request.headers.get("x-gateway-metered", "").lower() != "true"
     return await _service_caller(
-        lookup, context, user_reference or None, metered=metered, service_name="gateway"
+        lookup,
+        context,
+        user_reference or None,
+        metered=not _meters_itself(request),
+        service_name="gateway",
     )
+
+
+def _meters_itself(request: Request) -> bool:
+    """`X-Gateway-Metered: true` (flash-contract §3.3): the calling service charges its user
+    itself. Read only for trusted callers (a valid signature or service key)."""
+    return request.headers.get("x-gateway-metered", "").lower() == "true"
 
 
 async def _service_caller(

@@ -1,23 +1,25 @@
 """The forwarding engine: one pooled HTTP/1.1 client per upstream, bodies streamed both ways.
 
-`Upstream.forward(request, path, ...)` sends the caller's request on to `base_url + path` and
-answers with the upstream's own status, headers and body, streamed (`aiter_raw`: nothing is
-decoded or buffered), unless the route promises JSON, in which case the (small) body is read
-and checked. What reaches the upstream:
+`Upstream.forward(request, outgoing, ...)` sends a prepared request (`prepare`: the method, the
+normalised path, the query as sent and the cleaned headers) to `base_url + path` and answers
+with the upstream's own status, headers and body, streamed (`aiter_raw`: nothing is decoded or
+buffered), unless the route promises JSON, in which case the (small) body is read and checked
+— when the answer carries one: HEAD, 1xx, 204, 304 and redirects pass through bodiless.
 
-- the caller's headers minus hop-by-hop headers (and any named in `Connection`), minus the
-  caller's own credentials (keys, tokens, cookies, identity headers it could spoof);
-- `X-Forwarded-For/Proto/Host` and `X-Request-ID`;
-- the upstream's configured headers (e.g. `X-Service-Key`) and, for a known caller,
-  `X-User-Id` / `X-User-Email`.
+The rules live beside it, free of any HTTP client: `proxy_paths` (the one normalised path, a
+redirect's `Location` mapped into our address space), `proxy_headers` (what is stripped,
+added and refused, both ways). This module only moves bytes.
 
 Failures answer in our envelope: refused or unreachable → 503 `upstream_unavailable`, timed
-out → 504 `upstream_timeout`, not JSON where JSON is promised → 502 `upstream_malformed`.
-Idempotent methods (GET/HEAD/OPTIONS) are retried once on a connect error; writes never.
+out → 504 `upstream_timeout`, not JSON where JSON is promised → 502 `upstream_malformed`, a
+redirect leaving the upstream → 502 `upstream_redirect_refused`. Idempotent methods
+(GET/HEAD/OPTIONS) are retried once on a connect error; writes never.
 
-`settle(ok)` tells the caller how it went, exactly once: ok when the upstream answered below
-500 and the whole body went through; not ok when it did not answer, answered 5xx or broke off
-mid-body (the client's connection is then cut: the status was already sent).
+`settle(status)` tells the caller how it went, exactly once, whatever happens: the upstream's
+status when its whole answer reached the client (or the client hung up after the status was
+sent), None when it did not answer, broke off mid-body, or the call failed on our side (the
+client's connection is cut when the status was already sent). Whether that status is worth
+paying for is the caller's rule, not the engine's.
 """
 
 from __future__ import annotations
@@ -32,53 +34,18 @@ import structlog
 from fastapi import Request, Response
 from starlette.responses import StreamingResponse
 
+from tollhouse.kit import proxy_headers
 from tollhouse.kit.errors import ServiceUnavailable, TollhouseError
+from tollhouse.kit.proxy_headers import Identity
 from tollhouse.kit.request_context import current_request_id
 
 log = structlog.get_logger("tollhouse.upstreams")
 
-Settle = Callable[[bool], Awaitable[None]]
+Settle = Callable[[int | None], Awaitable[None]]
+# Maps a redirect's Location into our address space: (location, upstream URL) → ours | None.
+LocationMap = Callable[[str, str], str | None]
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "proxy-connection",
-    }
-)
-# The caller's credentials and anything it could use to pose as someone else upstream.
-CALLER_ONLY = frozenset(
-    {
-        "authorization",
-        "cookie",
-        "x-service-key",
-        "x-admin-key",
-        "x-publishable-key",
-        "x-clerk-token",
-        "x-user-token",
-        "x-end-user-token",
-        "x-gateway-signature",
-        "x-gateway-timestamp",
-        "x-gateway-metered",
-        "x-user-id",
-        "x-user-email",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-request-id",
-        "host",
-    }
-)
-# Set again by our own server on the way out.
-RESPONSE_DROPPED = frozenset({"server", "date"})
 
 
 class UpstreamUnavailable(ServiceUnavailable):
@@ -107,12 +74,6 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
-class Identity:
-    user_id: str
-    email: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     name: str
     base_url: str
@@ -121,41 +82,60 @@ class UpstreamConfig:
     max_connections: int = 100
 
 
-def _dropped_by_connection(headers: Mapping[str, str] | httpx.Headers) -> set[str]:
-    named = headers.get("connection") or ""
-    return {token.strip().lower() for token in named.split(",") if token.strip()}
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A request ready to send: every rule already applied (see `prepare`)."""
+
+    method: str
+    # Below the upstream's base URL, percent-encoded, with a leading slash.
+    path: str
+    # As the client sent it (percent-encoded), without the "?".
+    query: str
+    headers: list[tuple[str, str]]
 
 
-def request_headers(
-    request: Request, injected: Mapping[str, str], identity: Identity | None
-) -> list[tuple[str, str]]:
-    """What the upstream sees: see the module docstring."""
-    dropped = HOP_BY_HOP | CALLER_ONLY | _dropped_by_connection(request.headers)
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in dropped]
+def prepare(
+    request: Request,
+    path: str,
+    *,
+    identity: Identity | None = None,
+    injected: Mapping[str, str] | None = None,
+) -> Outgoing:
+    """The caller's request bound for `path` upstream; 400 on a header that cannot be sent."""
     client = request.client.host if request.client else None
-    chain = request.headers.get("x-forwarded-for")
-    if client:
-        headers.append(("X-Forwarded-For", f"{chain}, {client}" if chain else client))
-    headers.append(("X-Forwarded-Proto", request.url.scheme))
-    if host := request.headers.get("host"):
-        headers.append(("X-Forwarded-Host", host))
-    if request_id := current_request_id():
-        headers.append(("X-Request-ID", request_id))
-    if identity is not None:
-        headers.append(("X-User-Id", identity.user_id))
-        if identity.email:
-            headers.append(("X-User-Email", identity.email))
-    headers.extend(injected.items())
-    return headers
+    headers = proxy_headers.outgoing(
+        request.headers.raw,
+        client_host=client,
+        scheme=request.url.scheme,
+        request_id=current_request_id(),
+        identity=identity,
+        injected=injected or {},
+    )
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return Outgoing(request.method.upper(), "/" + path.lstrip("/"), query, headers)
 
 
-def response_headers(upstream: httpx.Response) -> list[tuple[bytes, bytes]]:
-    dropped = HOP_BY_HOP | RESPONSE_DROPPED | _dropped_by_connection(upstream.headers)
-    return [(k, v) for k, v in upstream.headers.raw if k.decode("latin-1").lower() not in dropped]
+def carries_body(method: str, status: int) -> bool:
+    """Whether an answer has content to check (HEAD, 1xx, 204, 304 and redirects do not)."""
+    return (
+        method != "HEAD" and status >= 200 and status not in (204, 304) and not 300 <= status < 400
+    )
 
 
-async def _no_settle(_ok: bool) -> None:
+async def _no_settle(_status: int | None) -> None:
     return None
+
+
+class _Once:
+    """`settle` called exactly once, whichever path ends the call first."""
+
+    def __init__(self, settle: Settle) -> None:
+        self._settle: Settle | None = settle
+
+    async def __call__(self, status: int | None) -> None:
+        settle, self._settle = self._settle, None
+        if settle is not None:
+            await settle(status)
 
 
 class Upstream:
@@ -187,35 +167,54 @@ class Upstream:
     async def forward(
         self,
         request: Request,
-        path: str,
+        outgoing: Outgoing,
         *,
-        identity: Identity | None = None,
         settle: Settle = _no_settle,
         promises_json: bool = False,
+        location: LocationMap | None = None,
     ) -> Response:
         """The upstream's answer to the caller's request, or one of our errors (and settle)."""
-        method = request.method.upper()
+        once = _Once(settle)
+        try:
+            return await self._forward(request, outgoing, once, promises_json, location)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await once(None)
+            raise
+
+    async def _forward(
+        self,
+        request: Request,
+        outgoing: Outgoing,
+        settle: Settle,
+        promises_json: bool,
+        location: LocationMap | None,
+    ) -> Response:
+        method = outgoing.method
         # GET/HEAD/OPTIONS may be sent twice, so their (normally empty) body is read once;
         # every other body streams through unread.
         content: bytes | AsyncIterator[bytes] = (
             await request.body() if method in IDEMPOTENT else request.stream()
         )
-        outgoing = self.client.build_request(
-            method,
-            "/" + path.lstrip("/"),
-            params=request.url.query or None,
-            headers=request_headers(request, self.config.inject_headers, identity),
-            content=content,
-        )
+        target = outgoing.path + (f"?{outgoing.query}" if outgoing.query else "")
+        built = self.client.build_request(method, target, headers=outgoing.headers, content=content)
+        upstream = await self._send(built, retry=method in IDEMPOTENT)
         try:
-            upstream = await self._send(outgoing, retry=method in IDEMPOTENT)
-        except TollhouseError:
-            await settle(False)
+            sent_to = str(built.url)
+            headers = proxy_headers.incoming(
+                upstream.headers.raw,
+                location=None if location is None else lambda value: location(value, sent_to),
+            )
+            if promises_json and carries_body(method, upstream.status_code):
+                return await self._json_response(upstream, headers, settle)
+        except BaseException:
+            await upstream.aclose()
             raise
-        answered = upstream.status_code < 500
-        if promises_json:
-            return await self._json_response(upstream, answered, settle)
-        return _streamed(self._relay(upstream, answered, settle), upstream)
+        response = StreamingResponse(
+            self._relay(upstream, settle), status_code=upstream.status_code
+        )
+        response.raw_headers = headers
+        return response
 
     async def _send(self, outgoing: httpx.Request, *, retry: bool) -> httpx.Response:
         attempts = 2 if retry else 1
@@ -239,43 +238,41 @@ class Upstream:
         raise AssertionError("unreachable")
 
     async def _json_response(
-        self, upstream: httpx.Response, answered: bool, settle: Settle
+        self, upstream: httpx.Response, headers: list[tuple[bytes, bytes]], settle: Settle
     ) -> Response:
         try:
             body = await upstream.aread()
         except httpx.TimeoutException as exc:
-            await settle(False)
             raise UpstreamTimeout() from exc
         except httpx.TransportError as exc:
-            await settle(False)
             raise UpstreamUnavailable(detail={"reason": type(exc).__name__}) from exc
         finally:
             await upstream.aclose()
         try:
             json.loads(body)
         except ValueError as exc:
-            await settle(False)
             raise UpstreamMalformed(detail={"status": upstream.status_code}) from exc
-        await settle(answered)
+        await settle(upstream.status_code)
         response = Response(body, status_code=upstream.status_code)
-        kept = [(k, v) for k, v in response_headers(upstream) if k.lower() != b"content-encoding"]
         response.raw_headers = [
-            *[(k, v) for k, v in kept if k.lower() != b"content-length"],
+            *[
+                (k, v)
+                for k, v in headers
+                if k.lower() not in (b"content-length", b"content-encoding")
+            ],
             (b"content-length", str(len(body)).encode()),
         ]
         return response
 
-    async def _relay(
-        self, upstream: httpx.Response, answered: bool, settle: Settle
-    ) -> AsyncIterator[bytes]:
-        ok = False
+    async def _relay(self, upstream: httpx.Response, settle: Settle) -> AsyncIterator[bytes]:
+        status: int | None = None
         try:
             async for chunk in upstream.aiter_raw():
                 yield chunk
-            ok = answered
+            status = upstream.status_code
         except (GeneratorExit, anyio.get_cancelled_exc_class()):
             # The caller hung up: the upstream did its part.
-            ok = answered
+            status = upstream.status_code
             raise
         except httpx.TransportError as exc:
             log.warning("upstream_broke_off", upstream=self.config.name, error=type(exc).__name__)
@@ -283,10 +280,4 @@ class Upstream:
         finally:
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()
-                await settle(ok)
-
-
-def _streamed(body: AsyncIterator[bytes], upstream: httpx.Response) -> StreamingResponse:
-    response = StreamingResponse(body, status_code=upstream.status_code)
-    response.raw_headers = response_headers(upstream)
-    return response
+                await settle(status)

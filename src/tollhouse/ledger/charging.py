@@ -64,21 +64,26 @@ async def hold_charge(
     request: Request,
     caller: Caller,
     session: AsyncSession,
-    cost_key: str,
+    cost_key: str | int,
     transaction_type: str,
     *,
     reference_id: str | None = None,
     description: str | None = None,
     ttl: timedelta | None = None,
 ) -> Charge:
-    """Hold what `cost_key` costs this caller, in the caller's transaction (not committed).
+    """Hold what `cost_key` costs this caller (or that many credits, given a number), in the
+    caller's transaction (not committed).
 
     402 `insufficient_credits` when the balance is short; a free Charge for unmetered callers.
     """
     if not caller.metered or caller.user is None:
         return Charge(amount=0)
     context = ledger_context(request)
-    amount = await costs.cost_of(session, caller.project_id, cost_key, context.costs)
+    amount = (
+        cost_key
+        if isinstance(cost_key, int)
+        else await costs.cost_of(session, caller.project_id, cost_key, context.costs)
+    )
     if amount == 0:
         return Charge(amount=0)
     account = await service.ensure_account(session, caller.user)
@@ -89,7 +94,7 @@ async def hold_charge(
         transaction_type,
         ttl=ttl or context.hold_ttl,
         reference_id=reference_id,
-        description=description or cost_key,
+        description=description or str(cost_key),
     )
     return Charge(amount=amount, hold_id=held.id, database=database(request))
 

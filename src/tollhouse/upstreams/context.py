@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -12,11 +12,12 @@ from urllib.parse import urlsplit
 import httpx
 from fastapi import Request
 
-from tollhouse.config import OperatorUpstream, Settings
-from tollhouse.identity.caller import Caller
-from tollhouse.kit.forwarding import Identity, Timeouts, Upstream, UpstreamConfig
+from tollhouse.config import OperatorUpstream, Settings, UpstreamRouteRule
+from tollhouse.kit.forwarding import Timeouts, Upstream, UpstreamConfig
 from tollhouse.kit.ssrf import public_only_transport
 from tollhouse.upstreams import clockchain
+from tollhouse.upstreams.policy import RoutePolicy
+from tollhouse.upstreams.relay import Relay
 
 
 def timeouts_of(settings: Settings) -> Timeouts:
@@ -25,14 +26,6 @@ def timeouts_of(settings: Settings) -> Timeouts:
         read=settings.upstream_read_timeout_seconds,
         total=settings.upstream_total_timeout_seconds,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class OperatorRoute:
-    """An UPSTREAMS entry and its client."""
-
-    spec: OperatorUpstream
-    upstream: Upstream
 
 
 class _Tracked(httpx.AsyncBaseTransport):
@@ -173,47 +166,52 @@ class UpstreamPool:
 @dataclass(slots=True)
 class UpstreamContext:
     settings: Settings
-    clockchain: Upstream | None
-    operators: dict[str, OperatorRoute] = field(default_factory=dict)
+    clockchain: Relay | None
+    operators: dict[str, Relay] = field(default_factory=dict)
     platform: UpstreamPool = field(default_factory=lambda: UpstreamPool(Timeouts()))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> UpstreamContext:
+    def from_settings(cls, settings: Settings, known_costs: Collection[str]) -> UpstreamContext:
+        """Clients and route policies; PolicyError when a policy cannot be used."""
         timeouts = timeouts_of(settings)
         operators = {
-            spec.name: OperatorRoute(spec, Upstream(_operator_config(spec, timeouts)))
-            for spec in settings.upstreams
+            spec.name: _operator_relay(spec, timeouts, known_costs) for spec in settings.upstreams
         }
         return cls(
             settings,
-            clockchain.upstream(settings, timeouts),
+            clockchain.relay(settings, timeouts, known_costs),
             operators,
             UpstreamPool(timeouts, allow_private=settings.private_urls_allowed),
         )
 
     async def close(self) -> None:
         if self.clockchain is not None:
-            await self.clockchain.close()
-        for route in self.operators.values():
-            await route.upstream.close()
+            await self.clockchain.upstream.close()
+        for relay in self.operators.values():
+            await relay.upstream.close()
         await self.platform.close()
 
 
-def _operator_config(spec: OperatorUpstream, timeouts: Timeouts) -> UpstreamConfig:
-    return UpstreamConfig(
+def _operator_relay(
+    spec: OperatorUpstream, timeouts: Timeouts, known_costs: Collection[str]
+) -> Relay:
+    config = UpstreamConfig(
         name=spec.name,
         base_url=spec.url.rstrip("/") + "/" + spec.prefix.strip("/"),
         inject_headers={k: v.get_secret_value() for k, v in spec.inject_headers.items()},
         timeouts=timeouts,
     )
+    # Without a policy: its methods on every path, for any authenticated caller, at cost_key.
+    rules = spec.routes
+    if rules is None:
+        rules = [UpstreamRouteRule(methods=spec.methods, path="**", price=spec.cost_key)]
+    return Relay(
+        prefix=f"/api/v1/upstreams/{spec.name}",
+        upstream=Upstream(config),
+        policy=RoutePolicy.compile(spec.name, rules, known_costs),
+        writer_token=spec.writer_token.get_secret_value() if spec.writer_token else None,
+    )
 
 
 def upstream_context(request: Request) -> UpstreamContext:
     return cast(UpstreamContext, request.app.state.upstreams)
-
-
-def identity_of(caller: Caller) -> Identity | None:
-    """`X-User-Id` / `X-User-Email` for the upstream, when the caller names a user."""
-    if caller.user is None:
-        return None
-    return Identity(str(caller.user.id), caller.user.email)

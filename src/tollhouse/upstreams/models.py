@@ -26,3 +26,5 @@ class UpstreamRoute(CreatedAt, Base):
     # Comma-separated, upper-case ("GET,POST").
     methods: Mapped[str] = mapped_column(String(100))
     units: Mapped[int] = mapped_column(default=1)
+    # Upstream statuses that keep the units counted ("2xx", "2xx,304"): upstreams/charge_rule.py.
+    charge_on: Mapped[str] = mapped_column(String(100), default="2xx", server_default="2xx")

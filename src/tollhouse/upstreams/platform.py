@@ -4,7 +4,10 @@ A developer registers `{path_prefix, upstream_url, methods, units}` for a projec
 API). An end user calls `/gw/{project}/{path}` with the project's key and an end-user token:
 Tollhouse authenticates, applies the rate limit and counts `units` against the user's tier
 quota (the same atomic `track` as `POST /api/data`), forwards to
-`{upstream_url}/{the path after the prefix}`, and refunds the units when the upstream fails.
+`{upstream_url}/{the path after the prefix}`, and refunds the units unless the upstream's
+answer passes the route's charge rule (`charge_on`, 2xx by default, `charge_rule.py`). The
+path is the one normalised path of `kit/proxy_paths.py`, as for every upstream; bad paths
+and headers are refused before anything is counted.
 """
 
 from __future__ import annotations
@@ -23,15 +26,19 @@ from tollhouse.db.engine import Database
 from tollhouse.db.session import database
 from tollhouse.identity.caller import Caller
 from tollhouse.identity.models import User
+from tollhouse.kit import proxy_paths
 from tollhouse.kit.errors import Conflict, NotFound, TollhouseError
-from tollhouse.kit.forwarding import Settle
+from tollhouse.kit.forwarding import Settle, prepare
+from tollhouse.kit.proxy_paths import InvalidPath, ProxyPath
 from tollhouse.kit.ssrf import check_public_url
 from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.metering import quota
 from tollhouse.metering.caches import cleared_on_commit
 from tollhouse.metering.plans import effective_plan
-from tollhouse.upstreams.context import identity_of, upstream_context
+from tollhouse.upstreams.charge_rule import ChargeRule
+from tollhouse.upstreams.context import upstream_context
 from tollhouse.upstreams.models import UpstreamRoute
+from tollhouse.upstreams.relay import identity_of, request_path
 
 METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
 MAX_ROUTES_PER_PROJECT = 100
@@ -60,11 +67,23 @@ class UpstreamRouteCreate(BaseModel):
     upstream_url: str = Field(max_length=2000)
     methods: list[str] = Field(default_factory=lambda: ["GET"], min_length=1)
     units: int = Field(1, ge=1, le=1_000_000)
+    # Upstream statuses that keep the units counted ("2xx", "2xx,304"); any other answer
+    # gives them back.
+    charge_on: str = Field("2xx", max_length=100)
 
     @field_validator("path_prefix")
     @classmethod
-    def _strip_slashes(cls, value: str) -> str:
-        return value.strip("/")
+    def _clean_prefix(cls, value: str) -> str:
+        try:
+            return "/".join(proxy_paths.segments_of(value))
+        except InvalidPath:
+            raise ValueError("no dot segments or empty segments") from None
+
+    @field_validator("charge_on")
+    @classmethod
+    def _charge_rule(cls, value: str) -> str:
+        ChargeRule.parse(value)
+        return value.replace(" ", "").lower()
 
     @field_validator("methods")
     @classmethod
@@ -82,6 +101,7 @@ class UpstreamRouteOut(BaseModel):
     upstream_url: str
     methods: list[str]
     units: int
+    charge_on: str
     created_at: datetime
 
     @classmethod
@@ -92,6 +112,7 @@ class UpstreamRouteOut(BaseModel):
             upstream_url=route.upstream_url,
             methods=route.methods.split(","),
             units=route.units,
+            charge_on=route.charge_on,
             created_at=route.created_at,
         )
 
@@ -128,6 +149,7 @@ async def create_route(
         upstream_url=body.upstream_url.rstrip("/"),
         methods=",".join(body.methods),
         units=body.units,
+        charge_on=body.charge_on,
     )
     session.add(route)
     await session.flush()
@@ -156,11 +178,20 @@ class GatewayRoute:
     methods: str  # "GET,POST", as stored
     units: int
     base_path: str  # the upstream URL's path, without its trailing slash
+    charge: ChargeRule
+
+    @property
+    def prefix_segments(self) -> tuple[str, ...]:
+        return tuple(self.path_prefix.split("/")) if self.path_prefix else ()
 
 
 _routes = cast(Table, UpstreamRoute.__table__)
 _GATEWAY_ROUTES = select(
-    _routes.c.path_prefix, _routes.c.upstream_url, _routes.c.methods, _routes.c.units
+    _routes.c.path_prefix,
+    _routes.c.upstream_url,
+    _routes.c.methods,
+    _routes.c.units,
+    _routes.c.charge_on,
 ).where(_routes.c.project_id == bindparam("project"))
 # project → its routes, for CALLER_CACHE_SECONDS; emptied when this process commits a change
 # to any route (create/delete through the console), see metering/caches.py.
@@ -179,44 +210,50 @@ async def gateway_routes(
             return cached
     rows = await session.execute(_GATEWAY_ROUTES, {"project": project_id})
     routes = tuple(
-        GatewayRoute(prefix, url, methods, units, urlsplit(url).path.rstrip("/"))
-        for prefix, url, methods, units in rows
+        GatewayRoute(
+            prefix, url, methods, units, urlsplit(url).path.rstrip("/"), ChargeRule.parse(charge)
+        )
+        for prefix, url, methods, units, charge in rows
     )
     _gateway_routes.put(project_id, routes, cache_seconds)
     return routes
 
 
-def _matches(prefix: str, path: str) -> bool:
-    return prefix == "" or path == prefix or path.startswith(prefix + "/")
-
-
 async def match_route(
-    session: AsyncSession, project_id: str, path: str, method: str, cache_seconds: float = 0
+    session: AsyncSession,
+    project_id: str,
+    path: ProxyPath,
+    method: str,
+    cache_seconds: float = 0,
 ) -> GatewayRoute:
     """The route with the longest prefix of `path` (404), if it takes `method` (405)."""
-    path = path.strip("/")
     routes = await gateway_routes(session, project_id, cache_seconds)
-    candidates = [r for r in routes if _matches(r.path_prefix, path)]
+    candidates = [r for r in routes if path.starts_with(r.prefix_segments)]
     if not candidates:
         raise NoUpstreamRoute()
-    route = max(candidates, key=lambda r: len(r.path_prefix))
+    route = max(candidates, key=lambda r: len(r.prefix_segments))
     if method.upper() not in route.methods.split(","):
         raise MethodNotAllowed(headers={"Allow": route.methods.replace(",", ", ")})
     return route
 
 
-def refund_on_failure(db: Database, user: User, units: int) -> Settle:
-    async def settle(ok: bool) -> None:
-        if not ok:
+def refund_unless_kept(db: Database, user: User, route: GatewayRoute) -> Settle:
+    """Give the units back unless the upstream's answer is one the route charges for."""
+
+    async def settle(status: int | None) -> None:
+        if not route.charge.keeps(status):
             async with db.session() as session:
-                await quota.refund(session, user, units)
+                await quota.refund(session, user, route.units)
 
     return settle
 
 
 async def forward(
-    request: Request, session: AsyncSession, caller: Caller, project_id: str, path: str
+    request: Request, session: AsyncSession, caller: Caller, project_id: str
 ) -> Response:
+    path = request_path(request)
+    if not path.starts_with(("gw", project_id)):
+        raise InvalidPath()
     # Another project's id is indistinguishable from one that does not exist.
     if caller.project_id != project_id:
         raise NoUpstreamRoute()
@@ -224,16 +261,23 @@ async def forward(
     context = upstream_context(request)
     # Routes, plan and tier limit may come from this process's caches (CALLER_CACHE_SECONDS).
     cache_seconds = context.settings.caller_cache_seconds
+    path = path.after(2)
     route = await match_route(session, project_id, path, request.method, cache_seconds)
+    rest = path.after(len(route.prefix_segments))
+    # Headers are checked before the unit is counted: a bad one costs nothing.
+    outgoing = prepare(request, route.base_path + rest.encoded, identity=identity_of(caller))
     plan = await effective_plan(session, caller, cache_seconds)
     await quota.track(session, caller.user, plan, route.units, cache_seconds=cache_seconds)
     # Counted and committed before the upstream is called (no transaction held open on I/O).
     await session.commit()
-    rest = path.strip("/").removeprefix(route.path_prefix).lstrip("/")
-    upstream = context.platform.for_origin(route.upstream_url)
-    return await upstream.forward(
+    ours = "/".join(("/gw", project_id, *route.prefix_segments))
+
+    def location(value: str, sent_to: str) -> str | None:
+        return proxy_paths.rewrite_location(value, sent_to, route.upstream_url, ours)
+
+    return await context.platform.for_origin(route.upstream_url).forward(
         request,
-        f"{route.base_path}/{rest}",
-        identity=identity_of(caller),
-        settle=refund_on_failure(database(request), caller.user, route.units),
+        outgoing,
+        settle=refund_unless_kept(database(request), caller.user, route),
+        location=location,
     )

@@ -1,95 +1,46 @@
 """Forwarding routes: the clockchain, the operator's upstreams, developers' APIs under /gw.
 
-Kept thin: each route authenticates, charges (the ledger's hold or the quota) and hands the
-request to kit's forwarding engine. Routes are built from settings (see `include`).
-No `from __future__ import annotations` here: the charge dependency of a route is built per
-upstream and must be evaluated where the handler is defined.
+Kept thin: one catch-all route per upstream hands the request to its relay (`relay.py`: path,
+policy, access, price, forward) or, under /gw, to the project's routes (`platform.py`).
 """
 
-from typing import Annotated, Any
+from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from collections.abc import Callable
+
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from tollhouse.config import Settings
 from tollhouse.db.session import SessionDep
-from tollhouse.identity.caller import GatewayCaller
-from tollhouse.kit.forwarding import Settle, Upstream
-from tollhouse.ledger.charging import Charge, Cost
 from tollhouse.metering.guards import RateLimitedEndUser
 from tollhouse.upstreams import clockchain, platform
-from tollhouse.upstreams.context import identity_of, upstream_context
+from tollhouse.upstreams.context import upstream_context
+from tollhouse.upstreams.relay import Relay, relay
 
 ALL_METHODS = ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]
-# The ledger's transaction type for calls charged through an upstream.
-TRANSACTION_TYPE = "api_spend"
 
 
-def _free_charge() -> Charge:
-    return Charge(amount=0)
+def _relay_router(prefix: str, relay_of: Callable[[Request], Relay]) -> APIRouter:
+    router = APIRouter(prefix=prefix, tags=["upstreams"])
 
-
-def _charge_dependency(cost_key: str | None) -> Any:
-    if cost_key is None:
-        return Depends(_free_charge)
-    return Cost(cost_key, TRANSACTION_TYPE)
-
-
-def charge_settler(charge: Charge) -> Settle:
-    """Capture the hold when the upstream did its part, release it otherwise."""
-    charge.defer()
-
-    async def settle(ok: bool) -> None:
-        await (charge.capture() if ok else charge.release())
-
-    return settle
-
-
-def _add_forwarding_route(
-    router: APIRouter,
-    path: str,
-    methods: list[str],
-    upstream_of: Any,
-    *,
-    cost_key: str | None,
-    promises_json: bool,
-) -> None:
-    """`router.prefix + path` forwarded to `upstream_of(request)` (the prefix stripped)."""
-    ChargeDep = Annotated[Charge, _charge_dependency(cost_key)]
-    prefix = router.prefix
-
-    async def forward(request: Request, caller: GatewayCaller, charge: ChargeDep) -> Response:
-        upstream: Upstream = upstream_of(request)
-        return await upstream.forward(
-            request,
-            request.scope["path"].removeprefix(prefix),
-            identity=identity_of(caller),
-            settle=charge_settler(charge),
-            promises_json=promises_json,
-        )
+    async def forward(request: Request, session: SessionDep) -> Response:
+        return await relay(request, session, relay_of(request))
 
     # Catch-all proxies: their paths are the upstream's, not ours to document.
     router.add_api_route(
-        path, forward, methods=methods, name=f"forward:{prefix}{path}", include_in_schema=False
+        "/{path:path}",
+        forward,
+        methods=ALL_METHODS,
+        name=f"forward:{prefix}",
+        include_in_schema=False,
     )
-
-
-def _clockchain(request: Request) -> Upstream:
-    upstream = upstream_context(request).clockchain
-    assert upstream is not None
-    return upstream
-
-
-def clockchain_router() -> APIRouter:
-    router = APIRouter(prefix=clockchain.PREFIX, tags=["clockchain"])
-    for path, methods, cost_key in (
-        ("/ingest/{path:path}", ["POST"], "clockchain_ingest"),
-        ("/index", ["POST"], "clockchain_index"),
-        ("/{path:path}", ALL_METHODS, None),
-    ):
-        _add_forwarding_route(
-            router, path, methods, _clockchain, cost_key=cost_key, promises_json=True
-        )
     return router
+
+
+def _clockchain(request: Request) -> Relay:
+    served = upstream_context(request).clockchain
+    assert served is not None
+    return served
 
 
 def operator_routers(settings: Settings) -> list[APIRouter]:
@@ -97,19 +48,10 @@ def operator_routers(settings: Settings) -> list[APIRouter]:
     routers = []
     for spec in settings.upstreams:
 
-        def upstream_of(request: Request, name: str = spec.name) -> Upstream:
-            return upstream_context(request).operators[name].upstream
+        def relay_of(request: Request, name: str = spec.name) -> Relay:
+            return upstream_context(request).operators[name]
 
-        router = APIRouter(prefix=f"/api/v1/upstreams/{spec.name}", tags=["upstreams"])
-        _add_forwarding_route(
-            router,
-            "/{path:path}",
-            spec.methods,
-            upstream_of,
-            cost_key=spec.cost_key,
-            promises_json=False,
-        )
-        routers.append(router)
+        routers.append(_relay_router(f"/api/v1/upstreams/{spec.name}", relay_of))
     return routers
 
 
@@ -118,15 +60,15 @@ gateway = APIRouter(tags=["upstreams"])
 
 @gateway.api_route("/gw/{project_id}/{path:path}", methods=ALL_METHODS, include_in_schema=False)
 async def developer_upstream(
-    request: Request, project_id: str, path: str, caller: RateLimitedEndUser, session: SessionDep
+    request: Request, project_id: str, caller: RateLimitedEndUser, session: SessionDep
 ) -> Response:
     """An end user calling a developer's API: rate limit, quota, forward, refund on failure."""
-    return await platform.forward(request, session, caller, project_id, path)
+    return await platform.forward(request, session, caller, project_id)
 
 
 def include(app: FastAPI, settings: Settings) -> None:
     if settings.clockchain_enabled and settings.clockchain_service_url:
-        app.include_router(clockchain_router())
+        app.include_router(_relay_router(clockchain.PREFIX, _clockchain))
     for router in operator_routers(settings):
         app.include_router(router)
     app.include_router(gateway)
@@ -137,4 +79,5 @@ async def health(request: Request) -> dict[str, bool]:
     context = upstream_context(request)
     if context.clockchain is None:
         return {}
-    return {clockchain.NAME: await clockchain.healthy(context.clockchain, context.settings)}
+    healthy = await clockchain.healthy(context.clockchain.upstream, context.settings)
+    return {clockchain.NAME: healthy}
