@@ -673,7 +673,11 @@ async def test_paths_are_normalised_once_and_unclean_ones_refused_before_chargin
     await received(upstream_url, clear=True)
     for attack in ATTACKS:
         response = await raw(served, "POST", base + attack, headers, json={"nodes": []})
-        assert_error(response, 400, "invalid_path")
+        # A NUL is refused by the app-wide input guard before any route (kit/input_guards).
+        if "%00" in attack:
+            assert_error(response, 422, "validation_error")
+        else:
+            assert_error(response, 400, "invalid_path")
     assert await received(upstream_url) == []
     assert await spent() == before
 
