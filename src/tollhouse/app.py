@@ -31,12 +31,15 @@ from tollhouse.db.engine import Database
 from tollhouse.generation import privacy as _generation_privacy  # noqa: F401 - export section
 from tollhouse.generation import routes as generation_routes
 from tollhouse.identity import routes as identity_routes
+from tollhouse.interactions import privacy as _interaction_privacy  # noqa: F401 - export section
+from tollhouse.interactions import routes as interaction_routes
 from tollhouse.kit.errors import install_error_handlers
 from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tollhouse.ledger import routes as ledger_routes
 from tollhouse.platform_api import routes as platform_routes
+from tollhouse.temporal import routes as temporal_routes
 from tollhouse.upstreams import routes as upstream_routes
 
 log = structlog.get_logger("tollhouse")
@@ -186,3 +189,5 @@ def _include_gateway(app: FastAPI, settings: Settings, forwards_billing: bool) -
     upstream_routes.include(app, settings)
     app.include_router(generation_routes.router)
     app.include_router(generation_routes.mine)
+    app.include_router(interaction_routes.router)
+    app.include_router(temporal_routes.router)
