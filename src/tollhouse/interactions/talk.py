@@ -37,7 +37,8 @@ ANSWER_MAX_TOKENS = 700
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    name: str  # "token" | "line" | "response" | "summary" | "done" (+ "spoken", internal)
+    # "start" | "token" | "line" | "response" | "summary" | "done" (+ "spoken", internal)
+    name: str
     data: Any
 
     def wire(self) -> dict[str, Any]:
@@ -138,6 +139,7 @@ class Talk:
         self, persona: Persona, history: Sequence[tuple[str, str]], message: str
     ) -> Events:
         started = time.perf_counter()
+        yield Event("start", {"character_name": persona.name})
         system = prompts.character_system(self.scene, persona)
         prompt = prompts.chat_prompt(persona, history, message, structured=self.structured)
         tone: str | None = None
@@ -175,6 +177,7 @@ class Talk:
         self, people: list[Persona], num_lines: int, direction: str | None, sequential: bool
     ) -> Events:
         started = time.perf_counter()
+        yield Event("start", {"characters": [p.name for p in people], "num_lines": num_lines})
         said = self._earlier_lines()
         lines: list[DialogLineOut] = []
         if sequential:
@@ -313,6 +316,7 @@ class Talk:
         mode: str,
     ) -> Events:
         started = time.perf_counter()
+        yield Event("start", {"characters": [p.name for p in people], "questions": questions})
         answers: list[SurveyAnswer] = []
         if parallel and not self.stream:
             groups = await asyncio.gather(
