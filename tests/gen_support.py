@@ -18,9 +18,11 @@ from fastapi import FastAPI
 from conftest import make_settings
 from llm_peer import LLMPeer
 from llm_script import Script
-from scene_script import script_scene
+from scene_script import CAST, QUERY, bio, script_scene, scripted
 from support import ADMIN_KEY, as_user, serving
 from tollhouse.app import create_app
+from tollhouse.generation.service import new_timepoint
+from tollhouse.identity.caller import Caller, CallerKind
 
 GENERATE = "/api/v1/timepoints/generate"
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
@@ -98,3 +100,46 @@ def frames(text: str) -> list[dict[str, Any]]:
         if block.startswith("data: "):
             out.append(json.loads(block.removeprefix("data: ")))
     return out
+
+
+async def seed_scene(
+    gen: Gen,
+    owner: str | None,
+    visibility: str = "public",
+    *,
+    characters: int = 3,
+    **fields: Any,
+) -> str:
+    """A completed Apollo 11 timepoint written straight into the database (as a run of
+    `script_scene` would save it), for tests about what comes after generation."""
+    timeline = scripted("Timeline")
+    values: dict[str, Any] = {
+        key: timeline[key] for key in ("year", "month", "day", "season", "time_of_day", "era")
+    }
+    values |= {"location": timeline["location"], **fields}
+    timepoint_id = uuid.uuid4()
+    payload = {
+        "query": QUERY,
+        **values,
+        "scene_data": scripted("SceneSetting"),
+        "character_data": {"characters": [bio(person) for person in CAST[:characters]]},
+        "dialog": scripted("DialogScript")["lines"][:3],
+        "moment_data": scripted("DramaticMoment"),
+    }
+    domain = gen.app.state.generation
+    async with domain.database.session() as session:
+        user = uuid.UUID(owner) if owner else None
+        caller = Caller(CallerKind.SYSTEM, gen.app.state.identity.home_project_id)
+        row = new_timepoint(
+            caller, timepoint_id, QUERY, "balanced", visibility="public", generate_image=False
+        )
+        row.user_id, row.visibility, row.status, row.tdf_payload = (
+            user,
+            visibility,
+            "completed",
+            payload,
+        )
+        for name, value in values.items():
+            setattr(row, name, value)
+        session.add(row)
+    return str(timepoint_id)

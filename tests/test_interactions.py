@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gen_support import ADMIN, Gen, MakeGen, frames
+from gen_support import ADMIN, Gen, MakeGen, frames, seed_scene
 from llm_peer import LLMPeer
 from llm_script import Call
 from scene_script import QUERY, script_scene
@@ -30,27 +30,17 @@ def _speaker(call: Call) -> str:
 
 
 async def scene(gen: Gen, user: str, visibility: str = "public") -> str:
-    """A completed Apollo 11 scene owned by `user` (costs them 5)."""
-    body = {"query": QUERY, "visibility": visibility}
-    timepoint: dict[str, Any] = await gen.sync(as_user(user), body)
-    assert timepoint["status"] == "completed"
-    return str(timepoint["id"])
-
-
-async def moves_since_scene(gen: Gen, user: str) -> list[tuple[int, str]]:
-    """The user's ledger rows after the scene's own generation charge, newest first."""
-    moves = await gen.moves(user)
-    assert moves[-1] == (-5, "generation")
-    return moves[:-1]
+    """A completed Apollo 11 scene owned by `user`, seeded (no generation, no charge)."""
+    return await seed_scene(gen, user, visibility)
 
 
 async def wait_for_moves(gen: Gen, user: str, expected: list[tuple[int, str]]) -> None:
     """The server settles a dropped stream on its own time: poll (bounded) until it has."""
     for _ in range(500):
-        if await moves_since_scene(gen, user) == expected:
+        if await gen.moves(user) == expected:
             return
         await asyncio.sleep(0.01)
-    assert await moves_since_scene(gen, user) == expected
+    assert await gen.moves(user) == expected
 
 
 # --- chat ---------------------------------------------------------------------------------
@@ -58,7 +48,9 @@ async def wait_for_moves(gen: Gen, user: str, expected: list[tuple[int, str]]) -
 
 async def test_chat_answers_in_the_characters_voice_and_charges_one_credit(gen: Gen) -> None:
     user = await resolve(gen.http, "chatter")
-    timepoint = await scene(gen, user)
+    # A scene made by a real run: what the pipeline saves is what the characters speak from.
+    made = await gen.sync(as_user(user), {"query": QUERY})
+    timepoint = made["id"]
     gen.script.calls.clear()
     gen.script.respond("CharacterReply", REPLY)
     response = await gen.http.post(
@@ -90,7 +82,7 @@ async def test_chat_answers_in_the_characters_voice_and_charges_one_credit(gen: 
     ):
         assert fact in call.system, fact
     assert "How did the landing feel?" in call.prompt
-    assert await moves_since_scene(gen, user) == [(-1, "chat")]
+    assert await gen.moves(user) == [(-1, "chat"), (-5, "generation")]
     assert await gen.balance(user) == 50 - 5 - 1
 
 
@@ -121,12 +113,7 @@ async def test_every_error_comes_before_any_charge(gen: Gen) -> None:
     other = await resolve(gen.http, "other")
     public = await scene(gen, owner)
     private = await scene(gen, owner, "private")
-    gen.script.respond("JudgeVerdict", {
-        "query_type": "invalid", "is_valid": False, "cleaned_query": "asdf", "confidence": 0.9,
-        "reason": "not a moment", "suggested_query": None, "detected_year": None,
-        "detected_location": None, "detected_figures": [], "unsafe": False,
-    })  # fmt: skip
-    failed = (await gen.sync(as_user(owner), {"query": "asdf asdf"}))["id"]
+    failed = await seed_scene(gen, owner, characters=0)
     gen.script.calls.clear()
     chat = {"character": "Neil Armstrong", "message": "hi"}
     cases: list[tuple[str, dict[str, Any], int, str]] = [
@@ -188,7 +175,7 @@ async def test_short_balance_is_402_priced_from_the_cost_table(gen: Gen) -> None
             f"{API}/{timepoint}/{path}", json=body, headers=as_user(user)
         )
         assert_error(response, 402, "insufficient_credits")
-    assert await moves_since_scene(gen, user) == []
+    assert await gen.moves(user) == []
 
 
 async def test_a_timeout_is_408_and_releases_the_hold(make_gen: MakeGen, llm_peer: LLMPeer) -> None:
@@ -200,7 +187,7 @@ async def test_a_timeout_is_408_and_releases_the_hold(make_gen: MakeGen, llm_pee
     chat = {"character": "Neil Armstrong", "message": "hi"}
     response = await gen.http.post(f"{API}/{timepoint}/chat", json=chat, headers=as_user(user))
     assert_error(response, 408, "interaction_timeout")
-    assert await moves_since_scene(gen, user) == [(1, "refund"), (-1, "chat")]
+    assert await gen.moves(user) == [(1, "refund"), (-1, "chat")]
     # The stream says so in a frame, and refunds the same way.
     response = await gen.http.post(
         f"{API}/{timepoint}/survey/stream", json={"questions": ["Why?"]}, headers=as_user(user)
@@ -210,7 +197,7 @@ async def test_a_timeout_is_408_and_releases_the_hold(make_gen: MakeGen, llm_pee
     assert last["event"] == "error"
     assert last["data"]["code"] == "interaction_timeout"
     assert last["data"]["status"] == 408
-    assert await moves_since_scene(gen, user) == [
+    assert await gen.moves(user) == [
         (3, "refund"), (-3, "chat"), (1, "refund"), (-1, "chat")
     ]  # fmt: skip
 
@@ -223,8 +210,8 @@ async def test_an_llm_failure_is_502_and_releases_the_hold(gen: Gen) -> None:
         f"{API}/{timepoint}/dialog", json={"num_lines": 2}, headers=as_user(user)
     )
     assert_error(response, 502, "interaction_failed")
-    assert await moves_since_scene(gen, user) == [(2, "refund"), (-2, "chat")]
-    assert await gen.balance(user) == 45
+    assert await gen.moves(user) == [(2, "refund"), (-2, "chat")]
+    assert await gen.balance(user) == 50
 
 
 # --- chat streams and sessions ----------------------------------------------------------------
@@ -251,7 +238,7 @@ async def test_a_chat_stream_sends_tokens_then_the_whole_reply_and_is_charged(ge
     assert done["event"] == "done"
     assert done["data"]["response"] == "".join(tokens).strip()
     assert done["data"]["response"] == "The Eagle has landed, and so have we, gentlemen."
-    assert await moves_since_scene(gen, user) == [(-1, "chat")]
+    assert await gen.moves(user) == [(-1, "chat")]
     stored = await gen.http.get(
         f"{API}/session/{done['data']['session_id']}", headers=as_user(user)
     )
@@ -451,7 +438,7 @@ async def test_dialog_the_model_picks_who_speaks_and_when_it_ends(gen: Gen) -> N
     assert "The Eagle has landed" in third_line.prompt
     assert "Neil Armstrong: NEW line by Neil Armstrong" in third_line.prompt
     assert "You are Charlie Duke" in third_line.system
-    assert await moves_since_scene(gen, user) == [(-2, "chat")]
+    assert await gen.moves(user) == [(-2, "chat")]
 
 
 async def test_dialog_in_one_batch_call_keeps_to_the_chosen_people(gen: Gen) -> None:
@@ -493,7 +480,7 @@ async def test_a_dialog_stream_sends_tokens_lines_and_the_whole_dialog(gen: Gen)
     lines = [event["data"] for event in events if event["event"] == "line"]
     assert lines == events[-1]["data"]["dialog"]
     assert lines[1]["text"] == "NEW words from Neil Armstrong"
-    assert await moves_since_scene(gen, user) == [(-2, "chat")]
+    assert await gen.moves(user) == [(-2, "chat")]
 
 
 # --- survey ---------------------------------------------------------------------------------
@@ -542,7 +529,7 @@ async def test_survey_asks_everyone_everything(gen: Gen, mode: str, chained: boo
     # chain_prompts shows earlier answers to later characters, in sequential mode only.
     buzz = [c for c in gen.script.calls if c.schema_name and "You are Buzz Aldrin" in c.system]
     assert ("Neil Armstrong on Fuel?" in buzz[0].prompt) is chained
-    assert await moves_since_scene(gen, user) == [(-3, "chat")]
+    assert await gen.moves(user) == [(-3, "chat")]
 
 
 async def test_a_survey_stream_asks_one_at_a_time_and_reads_each_answer(gen: Gen) -> None:
@@ -570,7 +557,7 @@ async def test_a_survey_stream_asks_one_at_a_time_and_reads_each_answer(gen: Gen
     done = events[-1]
     assert done["event"] == "done"
     assert done["data"]["responses"] == answers
-    assert await moves_since_scene(gen, user) == [(-3, "chat")]
+    assert await gen.moves(user) == [(-3, "chat")]
 
 
 async def test_unmetered_callers_talk_for_free(gen: Gen) -> None:
