@@ -26,6 +26,19 @@ from tollhouse.identity.caller import Caller, CallerKind
 
 GENERATE = "/api/v1/timepoints/generate"
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
+# The judge's verdict on a query that is no moment in time: the run fails.
+REJECTED = {
+    "query_type": "invalid",
+    "is_valid": False,
+    "cleaned_query": "asdf",
+    "confidence": 0.9,
+    "reason": "not a moment in time",
+    "suggested_query": None,
+    "detected_year": None,
+    "detected_location": None,
+    "detected_figures": [],
+    "unsafe": False,
+}
 
 
 @dataclass
@@ -116,7 +129,7 @@ async def seed_scene(
     values: dict[str, Any] = {
         key: timeline[key] for key in ("year", "month", "day", "season", "time_of_day", "era")
     }
-    values |= {"location": timeline["location"], **fields}
+    values["location"] = timeline["location"]
     timepoint_id = uuid.uuid4()
     payload = {
         "query": QUERY,
@@ -139,7 +152,7 @@ async def seed_scene(
             "completed",
             payload,
         )
-        for name, value in values.items():
+        for name, value in (values | fields).items():
             setattr(row, name, value)
         session.add(row)
     return str(timepoint_id)

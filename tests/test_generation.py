@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from callback_receiver import Receiver
-from gen_support import GENERATE, Gen, MakeGen, frames
+from gen_support import GENERATE, REJECTED, Gen, MakeGen, frames
 from llm_peer import LLMPeer
 from platform_fixtures import end_user, new_project
 from s3_peer import BUCKET, REGION, raw_client
@@ -33,18 +33,6 @@ from tollhouse.kit.clock import utcnow
 pytestmark = pytest.mark.anyio
 
 REDIS_URL_ENV = "TOLLHOUSE_TEST_REDIS_URL"
-REJECTED = {
-    "query_type": "invalid",
-    "is_valid": False,
-    "cleaned_query": "asdf",
-    "confidence": 0.9,
-    "reason": "not a moment in time",
-    "suggested_query": None,
-    "detected_year": None,
-    "detected_location": None,
-    "detected_figures": [],
-    "unsafe": False,
-}
 
 
 # --- before anything is charged ---------------------------------------------------------------
