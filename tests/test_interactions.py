@@ -17,6 +17,7 @@ from llm_peer import LLMPeer
 from llm_script import Call
 from scene_script import QUERY, script_scene
 from support import SERVICE, as_user, assert_error, resolve
+from tollhouse.generation.models import Timepoint
 
 pytestmark = pytest.mark.anyio
 
@@ -212,6 +213,41 @@ async def test_an_llm_failure_is_502_and_releases_the_hold(gen: Gen) -> None:
     assert_error(response, 502, "interaction_failed")
     assert await gen.moves(user) == [(2, "refund"), (-2, "chat")]
     assert await gen.balance(user) == 50
+
+
+async def test_a_stream_whose_llm_fails_says_so_and_releases_the_hold(gen: Gen) -> None:
+    user = await resolve(gen.http, "broken-stream")
+    timepoint = await scene(gen, user)
+    gen.script.fail("*", 503, times=1)
+    response = await gen.http.post(
+        f"{API}/{timepoint}/chat/stream",
+        json={"character": "Neil Armstrong", "message": "Hello?", "save_session": True},
+        headers=as_user(user),
+    )
+    assert response.status_code == 200
+    events = frames(response.text)
+    assert [event["event"] for event in events] == ["start", "error"]
+    assert events[-1]["data"]["code"] == "interaction_failed"
+    assert events[-1]["data"]["status"] == 502
+    assert await gen.moves(user) == [(1, "refund"), (-1, "chat")]
+    listed = await gen.http.get(f"{API}/sessions/{timepoint}", headers=as_user(user))
+    assert listed.json()["total"] == 0
+
+
+async def test_a_permissive_scene_refuses_a_restricted_model_before_charging(gen: Gen) -> None:
+    user = await resolve(gen.http, "open-weights")
+    timepoint = await seed_scene(gen, user)
+    async with gen.app.state.database.session() as session:
+        row = await session.get(Timepoint, uuid.UUID(timepoint))
+        assert row is not None
+        row.tdf_payload = {**(row.tdf_payload or {}), "model_permissiveness": "permissive"}
+    response = await gen.http.post(
+        f"{API}/{timepoint}/chat",
+        json={"character": "Neil Armstrong", "message": "hi", "model": "openai/gpt-4o"},
+        headers=as_user(user),
+    )
+    assert_error(response, 422, "restricted_model")
+    assert await gen.moves(user) == []
 
 
 # --- chat streams and sessions ----------------------------------------------------------------
