@@ -104,7 +104,11 @@ def _speaker_line(call: Call) -> dict[str, str]:
 
 def _bio(call: Call) -> dict[str, Any]:
     subject = call.prompt.split("## Write the profile of", 1)[-1]
-    person = next((p for p in CAST if p["name"] in subject), CAST[0])
+    return bio(next((p for p in CAST if p["name"] in subject), CAST[0]))
+
+
+def bio(person: dict[str, Any]) -> dict[str, Any]:
+    """The scripted CharacterBio of one of CAST."""
     name = person["name"]
     return {
         "name": name,
@@ -129,6 +133,13 @@ def _dialog_lines(count: int) -> list[dict[str, str]]:
         said[name] += 1
         lines.append({"speaker": name, "text": text, "tone": tone})
     return lines
+
+
+def scripted(name: str) -> Any:
+    """What `script_scene` answers a schema with (for rows seeded without a run)."""
+    script = Script()
+    script_scene(script)
+    return script.answer(Call("structured", "", name, "", "", {}, "openai"), None)
 
 
 def script_scene(

@@ -143,7 +143,9 @@ async def test_costs_are_the_contract_table_with_overrides(make_client: ClientFa
     client = await ledger_client(make_client, credit_costs={"chat": 3})
     costs = (await client.get("/api/v1/credits/costs")).json()["costs"]
     assert costs == {**DEFAULT_COSTS, "chat": 3}
-    assert len(costs) == 18
+    # The contract's 18 keys, plus the prices of dialog and survey (which it left free).
+    assert len(costs) == 20
+    assert (costs["dialog"], costs["survey"]) == (2, 3)
     changed = await client.put(
         "/api/v1/credits/admin/costs", json={"costs": {"generate_hd": 12}}, headers=ADMIN
     )

@@ -31,6 +31,8 @@ from tollhouse.db.engine import Database
 from tollhouse.generation import privacy as _generation_privacy  # noqa: F401 - export section
 from tollhouse.generation import routes as generation_routes
 from tollhouse.identity import routes as identity_routes
+from tollhouse.interactions import privacy as _interaction_privacy  # noqa: F401 - export section
+from tollhouse.interactions import routes as interaction_routes
 from tollhouse.kit.cors import CORSMiddleware
 from tollhouse.kit.errors import install_error_handlers
 from tollhouse.kit.input_guards import refuse_nul_characters
@@ -41,6 +43,7 @@ from tollhouse.ledger import routes as ledger_routes
 from tollhouse.platform_api import oauth as platform_oauth
 from tollhouse.platform_api import operator as platform_operator
 from tollhouse.platform_api import routes as platform_routes
+from tollhouse.temporal import routes as temporal_routes
 from tollhouse.upstreams import routes as upstream_routes
 from tollhouse.web import routes as web_routes
 
@@ -201,6 +204,8 @@ def _include_gateway(app: FastAPI, settings: Settings, forwards_billing: bool) -
     upstream_routes.include(app, settings)
     app.include_router(generation_routes.router)
     app.include_router(generation_routes.mine)
+    app.include_router(interaction_routes.router)
+    app.include_router(temporal_routes.router)
     app.include_router(asset_routes.router)
     app.include_router(platform_oauth.router)
     app.include_router(platform_operator.router)

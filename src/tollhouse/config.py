@@ -350,6 +350,10 @@ class Settings(BaseSettings):
     permissive_image_model: str = "black-forest-labs/flux.2-pro"
     # A generation still running after this is failed and refunded (sync answers 504).
     generation_timeout_seconds: float = Field(300.0, gt=0)
+    # Character interactions answer within these or fail with 408 (the hold is released).
+    chat_timeout_seconds: float = Field(60.0, gt=0)
+    dialog_timeout_seconds: float = Field(120.0, gt=0)
+    survey_timeout_seconds: float = Field(60.0, gt=0)
     # SSE comment sent while a step runs, so proxies keep the stream open.
     sse_keepalive_seconds: float = Field(15.0, gt=0)
     # How long a finished generation's events can still be replayed.

@@ -7,6 +7,7 @@ from tollhouse.catalog import models as catalog_models
 from tollhouse.db.base import Base
 from tollhouse.generation import models as generation_models
 from tollhouse.identity import models as identity_models
+from tollhouse.interactions import models as interaction_models
 from tollhouse.kit import idempotency, mail
 from tollhouse.ledger import models as ledger_models
 from tollhouse.metering import models as metering_models
@@ -22,6 +23,7 @@ __all__ = [
     "generation_models",
     "idempotency",
     "identity_models",
+    "interaction_models",
     "ledger_models",
     "mail",
     "metadata",

@@ -8,6 +8,7 @@ parallelism, and books every call's tokens and latency on the step that made it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -36,6 +37,8 @@ class SceneRequest:
     system_prompt_prefix: str = ""
     system_prompt_suffix: str = ""
     entity_ids: tuple[str, ...] = ()
+    # What every step after the judge must keep (a temporal jump's carried-over scene).
+    continuity: str = ""
 
 
 class RunLLM:
@@ -101,6 +104,15 @@ class RunLLM:
             reply = await self._router.text(request)
         self._book(reply)
         return reply.value
+
+    async def stream(
+        self, system: str, prompt: str, *, model: str | None = None, max_tokens: int | None = None
+    ) -> AsyncIterator[str]:
+        """Text as the provider produces it (retries happen only before the first piece)."""
+        request = self._text_request(system, prompt, model, max_tokens, False)
+        async with self._slots:
+            async for piece in self._router.stream(request):
+                yield piece
 
     async def image(self, prompt: str) -> Image:
         request = ImageRequest(

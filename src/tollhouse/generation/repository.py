@@ -105,3 +105,27 @@ async def fail_abandoned(
 
 def add_logs(session: AsyncSession, logs: Sequence[GenerationLog]) -> None:
     session.add_all(logs)
+
+
+async def latest_child(
+    session: AsyncSession,
+    project_id: str,
+    parent_id: uuid.UUID,
+    viewer_id: uuid.UUID | None,
+    sees_all: bool = False,
+) -> Timepoint | None:
+    """The most recently made undeleted timepoint whose parent is `parent_id`, among those
+    the viewer may see (all of them for `sees_all`: admins)."""
+    where = [
+        Timepoint.project_id == project_id,
+        Timepoint.parent_id == parent_id,
+        Timepoint.is_deleted.is_(False),
+    ]
+    if not sees_all:
+        where.append(visible_filter(viewer_id))
+    return await session.scalar(
+        select(Timepoint)
+        .where(*where)
+        .order_by(Timepoint.created_at.desc(), Timepoint.id.desc())
+        .limit(1)
+    )

@@ -202,14 +202,18 @@ def _event_stream(domain: Generations, events: AsyncIterator[GenerationEvent]) -
     )
 
 
+def follow_new_run(domain: Generations, timepoint_id: uuid.UUID) -> StreamingResponse:
+    """The SSE response following a run just started (other domains start runs too)."""
+    return _event_stream(domain, _followed(domain, timepoint_id, utcnow()))
+
+
 @router.post("/generate/stream")
 async def generate_stream(
     body: GenerateRequest, request: Request, caller: GatewayCaller, session: SessionDep
 ) -> StreamingResponse:
     """Generate, sending an SSE frame per finished step; errors before the stream are JSON."""
     job, _ = await _begin(body, request, caller, session)
-    domain = generations(request)
-    return _event_stream(domain, _followed(domain, job.timepoint_id, utcnow()))
+    return follow_new_run(generations(request), job.timepoint_id)
 
 
 @router.get("", response_model=TimepointPage)

@@ -61,6 +61,8 @@ class Job:
     preset_label: str
     callback_url: str | None = None
     request_context: dict[str, Any] | None = None
+    # Row fields decided before the run, kept over what the scene says (a jump's target date).
+    fixed_fields: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -240,6 +242,7 @@ class Generations:
                 "era": record.era,
                 "location": record.location,
             }
+            fields |= job.fixed_fields
             payload = {
                 "query": job.request.query,
                 **fields,

@@ -75,7 +75,9 @@ class ReviewedDialog:
 
 def _query(ctx: SceneContext) -> str:
     verdict: JudgeVerdict | None = ctx.results.get("judge")
-    return verdict.cleaned_query if verdict else ctx.request.query
+    query = verdict.cleaned_query if verdict else ctx.request.query
+    # The judge cleans the query; what must carry over is added back after it.
+    return f"{query}\n\n{ctx.request.continuity}" if ctx.request.continuity else query
 
 
 def _stage(ctx: SceneContext) -> Stage:

@@ -114,6 +114,15 @@ async def find_visible(session: AsyncSession, caller: Caller, timepoint_id: uuid
     return timepoint
 
 
+async def latest_visible_child(
+    session: AsyncSession, caller: Caller, parent_id: uuid.UUID
+) -> Timepoint | None:
+    """The newest timepoint made from `parent_id` that the caller may see (sequences)."""
+    if caller.kind is CallerKind.ADMIN:
+        return await repository.latest_child(session, caller.project_id, parent_id, None, True)
+    return await repository.latest_child(session, caller.project_id, parent_id, viewer_of(caller))
+
+
 async def find_visible_by_slug(session: AsyncSession, caller: Caller, slug: str) -> Timepoint:
     timepoint = await repository.by_slug(session, caller.project_id, slug)
     if timepoint is None:

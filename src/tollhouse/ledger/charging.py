@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -108,18 +109,25 @@ def Cost(key: CostKey, transaction_type: str) -> Any:
         if paid.is_free:
             yield paid
             return
-        assert paid.hold_id is not None
         # Committed before the work starts: the hold survives whatever the handler does.
         await session.commit()
-        try:
+        async with settled(paid, session):
             yield paid
-        except BaseException:
-            if not paid.deferred:
-                await session.rollback()
-                await service.release_hold(session, paid.hold_id)
-                await session.commit()
-            raise
-        if not paid.deferred:
-            await service.capture_hold(session, paid.hold_id)
 
     return Depends(charge, scope="function")
+
+
+@asynccontextmanager
+async def settled(charge: Charge, session: AsyncSession) -> AsyncIterator[Charge]:
+    """Work paid by a committed hold: captured in `session`'s transaction when the block
+    ends normally, released (the refund committed) when it raises — unless deferred."""
+    try:
+        yield charge
+    except BaseException:
+        if charge.hold_id is not None and not charge.deferred:
+            await session.rollback()
+            await service.release_hold(session, charge.hold_id)
+            await session.commit()
+        raise
+    if charge.hold_id is not None and not charge.deferred:
+        await service.capture_hold(session, charge.hold_id)

@@ -1,4 +1,8 @@
-"""Credit prices: defaults (flash-contract §3.2) ← CREDIT_COSTS ← per-project overrides."""
+"""Credit prices: defaults (flash-contract §3.2) ← CREDIT_COSTS ← per-project overrides.
+
+Beyond the contract's 18 keys: `dialog` (a role-played exchange of up to ten lines, 2) and
+`survey` (every chosen character answers every question, 3). The original charged neither.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ DEFAULT_COSTS: Mapping[str, int] = {
     "meeting_generation": 1,
     "clockchain_ingest": 1,
     "clockchain_index": 1,
+    "dialog": 2,
+    "survey": 3,
 }
 
 

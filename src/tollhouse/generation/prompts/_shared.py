@@ -66,3 +66,21 @@ def stage_sections(stage: Stage) -> str:
         section("Setting", stage.scene),
         section("Research notes", stage.grounding),
     )
+
+
+MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+
+
+def date_words(year: int | None, month: int | None = None, day: int | None = None) -> str:
+    """`20 July 1969`, `March 44 BCE`, `1969`: as precise as the date is known."""
+    if year is None:
+        return "an unknown date"
+    when = f"{-year} BCE" if year < 0 else str(year)
+    if month is not None and 1 <= month <= 12:
+        when = f"{MONTHS[month - 1]} {when}"
+        if day is not None:
+            when = f"{day} {when}"
+    return when

@@ -1,0 +1,1 @@
+"""Time travel: the same place a while later or earlier, and the chain of moments."""
