@@ -69,6 +69,12 @@ def create_app(
 ) -> FastAPI:
     """`peer_transport` carries calls to the other process (billing ↔ gateway), for tests."""
     settings = settings or load_settings()
+    sandbox = None
+    if settings.stripe_sandbox:  # the local Stripe stand-in (development only)
+        from tollhouse.stripe_sandbox.beside import BesideSandbox
+
+        sandbox = BesideSandbox.prepare(settings)
+        settings = sandbox.settings
     role = _role(role)
     forwards_billing = role != "billing" and settings.billing_service_url is not None
     if role == "billing" and not settings.gateway_internal_url:
@@ -90,6 +96,9 @@ def create_app(
         app.state.ledger = wiring.ledger_context(settings)
         app.state.rate_limiter = wiring.rate_limiter(settings)
         app.state.stripe = wiring.stripe_gateway(settings)
+        if sandbox is not None:
+            await sandbox.start(app)
+            app.state.stripe_sandbox = sandbox
         app.state.upstreams = wiring.upstream_context(settings)
         if role == "billing":
             assert settings.gateway_internal_url is not None
@@ -128,6 +137,8 @@ def create_app(
                 await generation.close()
             await app.state.rate_limiter.close()
             await app.state.stripe.close()
+            if sandbox is not None:
+                await sandbox.stop()
             await app.state.upstreams.close()
             if role == "billing":
                 await app.state.gateway_billing.credits.close()
