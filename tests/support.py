@@ -13,7 +13,10 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import select
 from starlette.types import ASGIApp
+
+from tollhouse.ledger.models import CreditTransaction
 
 SERVICE_KEY = "test-service-key-0123456789abcdefghijkl"
 SIGNING_SECRET = "test-signing-secret-0123456789abcdefghij"
@@ -61,6 +64,17 @@ def app_of(client: httpx.AsyncClient) -> FastAPI:
     app = transport.app
     assert isinstance(app, FastAPI)
     return app
+
+
+async def ledger_rows(client: httpx.AsyncClient, type_: str) -> list[CreditTransaction]:
+    """The ledger's rows of one type, oldest first."""
+    async with app_of(client).state.database.session() as session:
+        rows = await session.scalars(
+            select(CreditTransaction)
+            .where(CreditTransaction.type == type_)
+            .order_by(CreditTransaction.id)
+        )
+        return list(rows)
 
 
 def as_user(user: str) -> dict[str, str]:
