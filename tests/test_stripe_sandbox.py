@@ -14,9 +14,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import stripe
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from stripe_peer import StripePeer
 from support import ADMIN_KEY, SERVICE, ClientFactory, app_of, free_port, ledger_rows, resolve
 from tollhouse.billing.models import Order, StripeConnection, Subscription
 from tollhouse.cli import app as cli
@@ -292,3 +294,62 @@ def test_production_refuses_the_sandbox(tmp_path: Any) -> None:
     alone = runner.invoke(cli, ["stripe-sandbox"], env={**env, "STRIPE_SANDBOX": None})
     assert alone.exit_code == 2
     assert alone.output.strip() == REFUSAL
+
+
+# --- the rest of the API, straight through the stripe SDK --------------------------------
+
+
+def test_the_sdk_unchanged_refunds_subscriptions_account_endpoints(stripe_peer: StripePeer) -> None:
+    client = stripe.StripeClient(
+        "sk_test_sdk",
+        base_addresses={"api": stripe_peer.base_url, "connect": stripe_peer.base_url},
+        max_network_retries=0,
+    )
+    assert client.v1.accounts.retrieve_current().id == "acct_sandbox_platform"
+
+    inline = {"currency": "eur", "unit_amount": 250, "product_data": {"name": "Sticker"}}
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "payment",
+            "line_items": [{"price_data": inline, "quantity": 3}],
+            "success_url": "https://example.com/ok",
+        }
+    )
+    assert (session.amount_total, session.currency) == (750, "eur")
+    paid = stripe_peer.complete_session(session.id)
+    found = client.v1.checkout.sessions.retrieve(session.id, params={"expand": ["line_items"]})
+    assert found.line_items is not None
+    [line] = found.line_items.data
+    assert (line.description, line.quantity, line.amount_total) == ("Sticker", 3, 750)
+    refund = client.v1.refunds.create(params={"payment_intent": paid["payment_intent"]})
+    assert (refund.amount, refund.status) == (750, "succeeded")
+    with pytest.raises(stripe.InvalidRequestError, match="between 1 and 0"):
+        client.v1.refunds.create(params={"payment_intent": paid["payment_intent"]})
+
+    price = stripe_peer.add_price(900, interval="month")
+    monthly = client.v1.checkout.sessions.create(
+        params={"mode": "subscription", "line_items": [{"price": price, "quantity": 1}]}
+    )
+    sub_id = stripe_peer.complete_session(monthly.id)["subscription"]
+    later = client.v1.subscriptions.update(sub_id, params={"cancel_at_period_end": True})
+    assert later.cancel_at_period_end is True
+    assert later.status == "active"
+    gone = client.v1.subscriptions.cancel(sub_id)
+    assert gone.status == "canceled"
+    with pytest.raises(stripe.InvalidRequestError, match="No such subscription"):
+        client.v1.subscriptions.retrieve("sub_missing")
+
+    # Registered last: the events above had nowhere to go (nothing leaves the machine).
+    endpoint = client.v1.webhook_endpoints.create(
+        params={"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]}
+    )
+    assert endpoint.secret is not None
+    assert endpoint.secret.startswith("whsec_")
+    listed = client.v1.webhook_endpoints.list()
+    assert [e.url for e in listed.data] == ["http://127.0.0.1:9/hook"]
+
+    # What Stripe's own verifier accepts, the sandbox signs.
+    event = stripe_peer.event("charge.refunded", {"id": "ch_1", "object": "charge"})
+    payload, header = stripe_peer.sign(event, "whsec_x")
+    verified = stripe.Webhook.construct_event(payload.decode(), header, "whsec_x")
+    assert verified.type == "charge.refunded"

@@ -96,6 +96,7 @@ class Sandbox:
             self.objects.clear()
             self.codes.clear()
             self.issued_tokens.clear()
+            self.endpoints.clear()
             self.deliveries.clear()
 
     # --- bookkeeping ------------------------------------------------------------------
