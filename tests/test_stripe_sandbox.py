@@ -326,6 +326,11 @@ def test_the_sdk_unchanged_refunds_subscriptions_account_endpoints(stripe_peer: 
     with pytest.raises(stripe.InvalidRequestError, match="between 1 and 0"):
         client.v1.refunds.create(params={"payment_intent": paid["payment_intent"]})
 
+    abandoned = client.v1.checkout.sessions.create(
+        params={"mode": "payment", "line_items": [{"price_data": inline, "quantity": 1}]}
+    )
+    assert client.v1.checkout.sessions.expire(abandoned.id).status == "expired"
+
     price = stripe_peer.add_price(900, interval="month")
     monthly = client.v1.checkout.sessions.create(
         params={"mode": "subscription", "line_items": [{"price": price, "quantity": 1}]}

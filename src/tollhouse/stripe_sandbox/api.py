@@ -55,7 +55,6 @@ class SandboxApi:
     ) -> tuple[Obj, list[Obj]]:
         sb, store = self.sandbox, self.sandbox.store(account)
         parts = path.strip("/").split("/")
-        route = (method, "/".join(parts[1:3]) if len(parts) >= 3 else parts[-1])
         if path == "/oauth/token":
             return sb.exchange_code(str(form.get("code", "")), livemode), []
         creators = {
@@ -78,7 +77,8 @@ class SandboxApi:
             return self._account(account, livemode), []
         if path == "/v1/webhook_endpoints":
             return self._endpoints(method, form, livemode), []
-        if route == ("POST", "checkout/sessions") and parts[-1] == "expire" and len(parts) == 5:
+        is_session = parts[:3] == ["v1", "checkout", "sessions"]
+        if method == "POST" and is_session and len(parts) == 5 and parts[4] == "expire":
             session, events = sb.expire_session(store, parts[3])
             return public(session), events
         if parts[:2] == ["v1", "subscriptions"] and len(parts) == 3:
