@@ -14,10 +14,12 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import select
 from starlette.types import ASGIApp
 
 from tollhouse.identity.user_cache import UserCache
 from tollhouse.kit.ttl_cache import TTLCache
+from tollhouse.ledger.models import CreditTransaction
 from tollhouse.metering.rate_limit import rate_limiter_from_url
 
 SERVICE_KEY = "test-service-key-0123456789abcdefghijkl"
@@ -66,6 +68,17 @@ def app_of(client: httpx.AsyncClient) -> FastAPI:
     app = transport.app
     assert isinstance(app, FastAPI)
     return app
+
+
+async def ledger_rows(client: httpx.AsyncClient, type_: str) -> list[CreditTransaction]:
+    """The ledger's rows of one type, oldest first."""
+    async with app_of(client).state.database.session() as session:
+        rows = await session.scalars(
+            select(CreditTransaction)
+            .where(CreditTransaction.type == type_)
+            .order_by(CreditTransaction.id)
+        )
+        return list(rows)
 
 
 def as_user(user: str) -> dict[str, str]:

@@ -12,17 +12,15 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import select
 from typer.testing import CliRunner
 
 from apple_pki import APP_APPLE_ID, BUNDLE_ID, ApplePKI, notification, now_ms, transaction
-from support import ADMIN_KEY, SERVICE, ClientFactory, app_of, assert_error, resolve
+from support import ADMIN_KEY, SERVICE, ClientFactory, app_of, assert_error, ledger_rows, resolve
 from tollhouse import wiring
 from tollhouse.billing.apple.renewals import add_months
 from tollhouse.billing.gateway.products import Catalogue
 from tollhouse.cli import app as cli
 from tollhouse.config import Settings
-from tollhouse.ledger.models import CreditTransaction
 
 pytestmark = pytest.mark.anyio
 
@@ -68,16 +66,6 @@ async def status(client: httpx.AsyncClient, user: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-async def ledger_rows(client: httpx.AsyncClient, type: str) -> list[CreditTransaction]:
-    async with app_of(client).state.database.session() as session:
-        rows = await session.scalars(
-            select(CreditTransaction)
-            .where(CreditTransaction.type == type)
-            .order_by(CreditTransaction.id)
-        )
-        return list(rows)
 
 
 async def assert_audit_clean(client: httpx.AsyncClient) -> None:

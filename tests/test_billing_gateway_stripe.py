@@ -16,7 +16,15 @@ from sqlalchemy import select
 
 from platform_fixtures import end_user, new_project
 from stripe_peer import StripePeer
-from support import ADMIN_KEY, SERVICE, ClientFactory, app_of, assert_error, resolve
+from support import (
+    ADMIN_KEY,
+    SERVICE,
+    ClientFactory,
+    app_of,
+    assert_error,
+    ledger_rows,
+    resolve,
+)
 from tollhouse.billing.apple.renewals import add_months
 from tollhouse.billing.gateway import stripe_purchases
 from tollhouse.billing.gateway.products import Catalogue
@@ -69,13 +77,7 @@ class Home:
         return body
 
     async def grants(self, type_: str) -> list[CreditTransaction]:
-        async with app_of(self.client).state.database.session() as session:
-            rows = await session.scalars(
-                select(CreditTransaction)
-                .where(CreditTransaction.type == type_)
-                .order_by(CreditTransaction.id)
-            )
-            return list(rows)
+        return await ledger_rows(self.client, type_)
 
     async def audit_clean(self) -> None:
         response = await self.client.get("/api/v1/credits/admin/audit", headers=ADMIN)

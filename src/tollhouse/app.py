@@ -77,6 +77,12 @@ def create_app(
 ) -> FastAPI:
     """`peer_transport` carries calls to the other process (billing ↔ gateway), for tests."""
     settings = settings or load_settings()
+    sandbox = None
+    if settings.stripe_sandbox:  # the local Stripe stand-in (development only)
+        from tollhouse.stripe_sandbox.beside import BesideSandbox
+
+        sandbox = BesideSandbox.prepare(settings)
+        settings = sandbox.settings
     role = _role(role)
     forwards_billing = role != "billing" and settings.billing_service_url is not None
     if role == "billing" and not settings.gateway_internal_url:
@@ -98,6 +104,9 @@ def create_app(
         app.state.ledger = wiring.ledger_context(settings)
         app.state.rate_limiter = wiring.rate_limiter(settings)
         app.state.stripe = wiring.stripe_gateway(settings)
+        if sandbox is not None:
+            await sandbox.start(app)
+            app.state.stripe_sandbox = sandbox
         app.state.upstreams = wiring.upstream_context(settings)
         app.state.assets = wiring.asset_context(settings)
         app.state.mailer = wiring.mailer(settings)
@@ -138,6 +147,8 @@ def create_app(
                 await generation.close()
             await app.state.rate_limiter.close()
             await app.state.stripe.close()
+            if sandbox is not None:
+                await sandbox.stop()
             await app.state.upstreams.close()
             await app.state.assets.close()
             if role == "billing":

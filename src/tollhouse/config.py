@@ -300,6 +300,11 @@ class Settings(BaseSettings):
     # and where the callback then sends them (the console).
     stripe_connect_redirect_uri: str | None = None
     stripe_connect_done_url: str = "/console/?stripe=connected"
+    # A local stand-in for Stripe (`tollhouse.stripe_sandbox`): the server starts it on
+    # 127.0.0.1:STRIPE_SANDBOX_PORT and points every Stripe setting above at it, so checkout,
+    # the portal, Connect and signed webhooks work offline. Production refuses to start with it.
+    stripe_sandbox: bool = False
+    stripe_sandbox_port: int = Field(12111, ge=1, le=65535)
 
     # Platform subscription: developers pay the operator (`billing.platform_plan`). Off while
     # PLATFORM_PRICE_ID is unset: no checkout (409 plan_not_offered), no gate, no metering.
@@ -519,6 +524,8 @@ def check_production_secrets(settings: Settings) -> None:
         value = settings.secret(name)
         if value is not None and (weak_reason := _weakness(value)):
             problems.append(f"{name.upper()} {weak_reason}")
+    if settings.stripe_sandbox:
+        problems.append("STRIPE_SANDBOX is on (the local Stripe stand-in is for development only)")
     if problems:
         raise ConfigError("refusing to start with TOLLHOUSE_ENV=production: " + "; ".join(problems))
 
