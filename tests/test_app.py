@@ -55,6 +55,45 @@ async def test_deep_health_reports_an_unreachable_database(client: httpx.AsyncCl
     assert response.json()["database"] is False
 
 
+async def test_metrics_name_the_replica(make_client: ClientFactory) -> None:
+    client = await make_client(replica_name="replica-b")
+    await client.get("/health/live")
+    text = (await client.get("/metrics")).text
+    assert (
+        'tollhouse_http_requests_total{method="GET",replica="replica-b",route="/health/live",'
+        'status="200"} 1.0'
+    ) in text
+
+
+async def test_liveness_answers_without_the_database(client: httpx.AsyncClient) -> None:
+    app = app_of(client)
+    healthy = app.state.database
+    app.state.database = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    try:
+        response = await client.get("/health/live")
+        not_ready = await client.get("/health/ready")
+    finally:
+        await app.state.database.dispose()
+        app.state.database = healthy
+    assert response.status_code == 200
+    assert response.json() == {"status": "alive"}
+    body = assert_error(not_ready, 503, "not_ready")
+    assert body["detail"] == {"draining": False, "database": False}
+    assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_readiness_turns_false_while_draining(client: httpx.AsyncClient) -> None:
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    app_of(client).state.drain.begin()
+    body = assert_error(await client.get("/health/ready"), 503, "not_ready")
+    assert body["detail"]["draining"] is True
+    # Liveness and the clients' /health are unchanged: the process still answers.
+    assert (await client.get("/health/live")).status_code == 200
+    assert (await client.get("/health")).json()["status"] == "healthy"
+
+
 async def test_root_names_the_service(client: httpx.AsyncClient) -> None:
     body = (await client.get("/")).json()
     assert body["name"] == "Tollhouse"
@@ -76,10 +115,10 @@ async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClien
     await client.get("/health")
     await client.get("/no/such/route")
     text = (await client.get("/metrics")).text
-    assert 'tollhouse_http_requests_total{method="GET",route="/health",status="200"}' in text
+    assert 'route="/health",status="200"} 1.0' in text
     assert 'route="unmatched",status="404"' in text
     assert "tollhouse_http_request_duration_seconds_bucket" in text
-    assert 'tollhouse_http_errors_total{route="unmatched",status="404"}' in text
+    assert 'route="unmatched",status="404"} 1.0' in text
 
 
 async def test_unknown_route_is_a_404_envelope(client: httpx.AsyncClient) -> None:

@@ -34,6 +34,7 @@ from tollhouse.identity import routes as identity_routes
 from tollhouse.interactions import privacy as _interaction_privacy  # noqa: F401 - export section
 from tollhouse.interactions import routes as interaction_routes
 from tollhouse.kit.cors import CORSMiddleware
+from tollhouse.kit.drain import Drain
 from tollhouse.kit.errors import install_error_handlers
 from tollhouse.kit.input_guards import refuse_nul_characters
 from tollhouse.kit.logging import configure_logging
@@ -94,7 +95,7 @@ def create_app(
         max_overflow=settings.database_max_overflow,
         pool_pre_ping=settings.database_pool_pre_ping,
     )
-    metrics = HttpMetrics()
+    metrics = HttpMetrics(settings.replica_name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -166,6 +167,7 @@ def create_app(
     )
     app.state.database = database
     app.state.metrics = metrics
+    app.state.drain = Drain()
     install_error_handlers(app)
     openapi.install(app)
     app.include_router(system.router)

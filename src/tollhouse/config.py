@@ -226,6 +226,12 @@ class Settings(BaseSettings):
     rate_limit_key_prefix: str = "tollhouse:rl:"
     # Generation events in Redis (followed from any replica).
     events_key_prefix: str = "tollhouse:events:"
+    # Cache invalidations between replicas (Redis pub/sub channel, used when REDIS_URL is set).
+    invalidation_channel: str = "tollhouse:invalidate"
+    # This process's name in /metrics (`replica` label); unset: "<hostname>:<pid>".
+    replica_name: str | None = Field(None, min_length=1, max_length=100)
+    # On SIGTERM: how long in-flight requests may run on before the process exits anyway.
+    drain_timeout_seconds: float = Field(20.0, ge=0)
 
     # Upstreams: the clockchain (/api/v1/clockchain/*), the operator's own services
     # (UPSTREAMS, JSON list) and developers' APIs (/gw/{project}/*).

@@ -1,4 +1,5 @@
-"""Open system routes: /, /health, /health/deep, /metrics, /api/v1/status."""
+"""Open system routes: /, /health, /health/live, /health/ready, /health/deep, /metrics,
+/api/v1/status."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from tollhouse import __version__
 from tollhouse.db.session import database
 from tollhouse.generation.presets import DEFAULT_PRESET
 from tollhouse.identity.caller import GatewayCaller, identity_context
+from tollhouse.kit.drain import Drain
+from tollhouse.kit.errors import ServiceUnavailable
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.upstreams import routes as upstreams
 
@@ -33,6 +36,32 @@ async def health(request: Request) -> dict[str, Any]:
         "database_backend": database(request).backend,
         "providers": _providers(request),
     }
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """Liveness for an orchestrator: the process answers (restart it when it does not)."""
+    return {"status": "alive"}
+
+
+class NotReady(ServiceUnavailable):
+    code = "not_ready"
+
+
+@router.get("/health/ready")
+async def ready(request: Request) -> dict[str, Any]:
+    """Readiness for an orchestrator or load balancer: route new requests here only while
+    this is 200. 503 (in the error envelope) while draining or when the database is away."""
+    drain = request.app.state.drain
+    assert isinstance(drain, Drain)
+    if drain.draining:
+        raise NotReady("This replica is draining.", detail={"draining": True, "database": None})
+    db = database(request)
+    if not await db.ping(identity_context(request).settings.db_health_timeout_seconds):
+        raise NotReady(
+            "The database does not answer.", detail={"draining": False, "database": False}
+        )
+    return {"status": "ready", "version": __version__, "database_backend": db.backend}
 
 
 def _providers(request: Request) -> dict[str, bool]:
