@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -41,15 +42,21 @@ async def test_deep_health_checks_the_database(client: httpx.AsyncClient) -> Non
     assert response.json()["status"] == "healthy"
 
 
-async def test_deep_health_reports_an_unreachable_database(client: httpx.AsyncClient) -> None:
+@asynccontextmanager
+async def database_away(client: httpx.AsyncClient) -> AsyncIterator[None]:
     app = app_of(client)
     healthy = app.state.database
     app.state.database = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
     try:
-        response = await client.get("/health/deep")
+        yield
     finally:
         await app.state.database.dispose()
         app.state.database = healthy
+
+
+async def test_deep_health_reports_an_unreachable_database(client: httpx.AsyncClient) -> None:
+    async with database_away(client):
+        response = await client.get("/health/deep")
     assert response.status_code == 503
     assert response.json()["status"] == "degraded"
     assert response.json()["database"] is False
@@ -66,15 +73,9 @@ async def test_metrics_name_the_replica(make_client: ClientFactory) -> None:
 
 
 async def test_liveness_answers_without_the_database(client: httpx.AsyncClient) -> None:
-    app = app_of(client)
-    healthy = app.state.database
-    app.state.database = Database("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-    try:
+    async with database_away(client):
         response = await client.get("/health/live")
         not_ready = await client.get("/health/ready")
-    finally:
-        await app.state.database.dispose()
-        app.state.database = healthy
     assert response.status_code == 200
     assert response.json() == {"status": "alive"}
     body = assert_error(not_ready, 503, "not_ready")
