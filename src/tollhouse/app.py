@@ -41,6 +41,7 @@ from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tollhouse.ledger import routes as ledger_routes
+from tollhouse.metering import caches as metering_caches
 from tollhouse.platform_api import oauth as platform_oauth
 from tollhouse.platform_api import operator as platform_operator
 from tollhouse.platform_api import routes as platform_routes
@@ -102,6 +103,11 @@ def create_app(
         async with database.session() as session:
             home = await wiring.home_project_id(session, settings)
         app.state.identity = wiring.identity_context(settings, home)
+        invalidation = app.state.identity.invalidation
+        await invalidation.start()
+        stop_publishing_tables = metering_caches.on_tables_committed(
+            lambda tables: invalidation.publish("table", tables)
+        )
         app.state.ledger = wiring.ledger_context(settings)
         app.state.rate_limiter = wiring.rate_limiter(settings)
         app.state.stripe = wiring.stripe_gateway(settings)
@@ -144,6 +150,8 @@ def create_app(
             yield
         finally:
             await jobs.stop()
+            stop_publishing_tables()
+            await invalidation.stop()
             if generation is not None:
                 await generation.close()
             await app.state.rate_limiter.close()

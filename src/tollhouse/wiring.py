@@ -6,6 +6,7 @@ user-created hooks), so no domain imports one above it.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import structlog
@@ -32,6 +33,7 @@ from tollhouse.identity.service import TokenSettings
 from tollhouse.identity.user_cache import UserCache
 from tollhouse.kit import idempotency
 from tollhouse.kit.clock import utcnow
+from tollhouse.kit.invalidation import Invalidation
 from tollhouse.kit.jobs import PeriodicJobs
 from tollhouse.kit.mail import Mailer, OutboxMailer, SmtpMailer
 from tollhouse.kit.storage import storage_from_settings
@@ -40,8 +42,9 @@ from tollhouse.ledger import service as ledger
 from tollhouse.ledger.context import LedgerContext
 from tollhouse.ledger.costs import configured_costs
 from tollhouse.ledger.signup import signup_grant
+from tollhouse.metering import caches as metering_caches
 from tollhouse.metering.rate_limit import RateLimiter, rate_limiter_from_url
-from tollhouse.tenancy.service import ensure_home_project
+from tollhouse.tenancy.service import KeyMatch, ensure_home_project
 from tollhouse.upstreams.context import UpstreamContext
 from tollhouse.upstreams.policy import PolicyError
 
@@ -56,6 +59,8 @@ async def home_project_id(session: AsyncSession, settings: Settings) -> str:
 
 
 def identity_context(settings: Settings, home: str) -> IdentityContext:
+    key_cache: TTLCache[str, KeyMatch] = TTLCache()
+    user_cache = UserCache(settings.caller_cache_seconds)
     return IdentityContext(
         settings=settings,
         issuers=IssuerRegistry(
@@ -66,16 +71,33 @@ def identity_context(settings: Settings, home: str) -> IdentityContext:
         ),
         home_project_id=home,
         token_settings=TokenSettings.from_settings(settings),
-        user_cache=UserCache(settings.caller_cache_seconds),
+        user_cache=user_cache,
         end_user_signer=EndUserSigner(settings.secret("tollhouse_secret_pepper") or ""),
         project_issuers=ProjectIssuers(
             cache_seconds=settings.jwks_cache_seconds,
             timeout_seconds=settings.jwks_timeout_seconds,
             cooldown=settings.jwks_refetch_cooldown_seconds,
         ),
-        key_cache=TTLCache(),
+        key_cache=key_cache,
         user_created_hooks=(signup_grant(settings.signup_credits),),
+        invalidation=cache_invalidation(settings, key_cache, user_cache),
     )
+
+
+def cache_invalidation(
+    settings: Settings, key_cache: TTLCache[str, KeyMatch], user_cache: UserCache
+) -> Invalidation:
+    """What each kind of invalidation message drops here (sent across processes on Redis)."""
+    invalidation = Invalidation(settings.redis_url, settings.invalidation_channel)
+    invalidation.on(
+        "key",
+        lambda key_id: key_cache.discard_where(lambda m: key_id is None or m.key_id == key_id),
+    )
+    invalidation.on(
+        "user", lambda user_id: user_cache.forget(None if user_id is None else uuid.UUID(user_id))
+    )
+    invalidation.on("table", metering_caches.clear_table)
+    return invalidation
 
 
 def stripe_gateway(settings: Settings) -> StripeGateway:

@@ -10,11 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.config import Settings
 from tollhouse.db.session import SessionDep
-from tollhouse.identity.caller import DeveloperCaller, identity_context
-from tollhouse.kit.ttl_cache import TTLCache
+from tollhouse.identity.caller import DeveloperCaller, IdentityContext, identity_context
 from tollhouse.tenancy import service as tenancy
 from tollhouse.tenancy.models import Project
-from tollhouse.tenancy.service import KeyMatch
 
 MAX_PAGE = 200
 
@@ -36,12 +34,11 @@ class Console:
     session: AsyncSession
     pepper: str
     settings: Settings
-    key_cache: TTLCache[str, KeyMatch]
+    identity: IdentityContext
 
     def forget_key(self, key_id: str) -> None:
-        """This process stops trusting a rolled or revoked key at once (others within
-        CALLER_CACHE_SECONDS)."""
-        self.key_cache.discard_where(lambda match: match.key_id == key_id)
+        """No process trusts a rolled or revoked key once this request commits."""
+        self.identity.forget_key(self.session, key_id)
 
     async def audit(self, action: str, target: str | None = None, **detail: Any) -> None:
         """Log the action; callers pass ids and displays, never a secret."""
@@ -67,7 +64,7 @@ async def _console(request: Request, caller: DeveloperCaller, session: SessionDe
         session=session,
         pepper=pepper_of(request),
         settings=settings_of(request),
-        key_cache=identity_context(request).key_cache,
+        identity=identity_context(request),
     )
 
 

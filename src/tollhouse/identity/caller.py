@@ -18,8 +18,9 @@ Platform keys (4, 5) name a project; an end-user token beside them (`X-Clerk-Tok
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, cast
 
@@ -61,6 +62,7 @@ from tollhouse.identity.tokens import ACCESS_ISSUER, AccessClaims, verify_access
 from tollhouse.identity.user_cache import UserCache, VerifiedFor
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.crypto import secrets_equal
+from tollhouse.kit.invalidation import Invalidation
 from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.tenancy import developers
 from tollhouse.tenancy import service as tenancy
@@ -117,10 +119,20 @@ class IdentityContext:
     project_issuers: ProjectIssuers
     key_cache: TTLCache[str, KeyMatch]
     user_created_hooks: tuple[service.UserCreatedHook, ...] = ()
+    # Drops the caches above in every process (wiring.cache_invalidation); local by default.
+    invalidation: Invalidation = field(default_factory=Invalidation)
 
     @property
     def pepper(self) -> str:
         return self.token_settings.pepper
+
+    def forget_key(self, session: AsyncSession, key_id: str) -> None:
+        """A key `session` rolls or revokes is trusted by no process once it commits."""
+        self.invalidation.on_commit(session, "key", key_id)
+
+    def forget_user(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        """A user `session` deactivates, erases or re-plans is re-read everywhere on commit."""
+        self.invalidation.on_commit(session, "user", str(user_id))
 
 
 def identity_context(request: Request) -> IdentityContext:

@@ -65,7 +65,7 @@ async def erase_me(caller: UserCaller, request: Request, session: SessionDep) ->
     """Erase the caller's personal data; financial records stay, anonymised (GDPR art. 17)."""
     assert caller.user is not None
     await privacy.erase_user(session, await service.reload(session, caller.user))
-    identity_context(request).user_cache.forget(caller.user.id)
+    identity_context(request).forget_user(session, caller.user.id)
     return DetailResponse(detail="Personal data erased")
 
 
@@ -149,5 +149,5 @@ async def deactivate_account(
 ) -> DetailResponse:
     assert caller.user is not None
     await service.deactivate(session, await service.reload(session, caller.user))
-    identity_context(request).user_cache.forget(caller.user.id)
+    identity_context(request).forget_user(session, caller.user.id)
     return DetailResponse(detail="Account deactivated")

@@ -3,8 +3,9 @@
 Caller resolution runs on every request; these caches make a repeated credential cost two
 dictionary lookups instead of a signature check and a query (Envoy's jwt_authn caches
 verified tokens the same way). Entries live at most CALLER_CACHE_SECONDS (default 2) and
-never past a token's own `exp`: a deactivation or erasure in this process is seen at once
-(`forget`), in other processes within that window. Only active users are kept, and both maps
+never past a token's own `exp`: a deactivation or erasure is seen in this process at once
+(`forget`), in the others as `kit/invalidation.py`'s message arrives (else within that
+window). Only active users are kept, and both maps
 are bounded, so callers cannot grow them at will. Cached users are detached copies: read
 them freely, re-load before writing.
 """
@@ -64,8 +65,12 @@ class UserCache:
             self._users.put((project_id, via, reference), copy, self.ttl)
         return copy
 
-    def forget(self, user_id: uuid.UUID) -> None:
-        self._users.discard_where(lambda user: user.id == user_id)
+    def forget(self, user_id: uuid.UUID | None) -> None:
+        """Drop the user's cached copies (None: everyone's)."""
+        if user_id is None:
+            self._users.clear()
+        else:
+            self._users.discard_where(lambda user: user.id == user_id)
 
     def verified(self, purpose: VerifiedFor, token: str) -> Any:
         """What verifying `token` for `purpose` gave last time, if recent and not expired."""

@@ -41,3 +41,6 @@ class TTLCache(Generic[K, V]):
     def discard_where(self, predicate: Callable[[V], bool]) -> None:
         for key in [k for k, (_, value) in self._entries.items() if predicate(value)]:
             del self._entries[key]
+
+    def clear(self) -> None:
+        self._entries.clear()

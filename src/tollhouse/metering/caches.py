@@ -8,14 +8,15 @@ CALLER_CACHE_SECONDS (0 = off), like the caller caches in identity:
 - a change this process commits through any SQLAlchemy session — an ORM flush or a Core
   INSERT/UPDATE/DELETE on the watched table, whoever writes it (the Stripe webhook, the
   console) — empties the caches that depend on that table as soon as the transaction commits,
-  so this process sees it on its next request.
+  so this process sees it on its next request, and is published to the other processes
+  (`kit/invalidation.py`), which empty theirs as the message arrives.
 
 Writes are rare (webhooks, console edits), so a write empties the whole cache of that table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
 
@@ -27,12 +28,28 @@ from tollhouse.kit.ttl_cache import TTLCache
 # Table name → the caches to empty when a write to it commits.
 _WATCHED: dict[str, list[TTLCache[Any, Any]]] = {}
 _PENDING = "tollhouse.metering.caches.pending"
+# Told which watched tables a commit wrote (to tell the other processes).
+_COMMITTED: list[Callable[[list[str]], None]] = []
 
 
 def cleared_on_commit(cache: TTLCache[Any, Any], *tables: str) -> None:
     """Empty `cache` whenever a transaction that wrote one of `tables` commits."""
     for table in tables:
         _WATCHED.setdefault(table, []).append(cache)
+
+
+def clear_table(name: str | None) -> None:
+    """Empty the caches that depend on table `name` (None: every watched cache)."""
+    for table, caches in _WATCHED.items():
+        if name is None or table == name:
+            for cache in caches:
+                cache.clear()
+
+
+def on_tables_committed(listener: Callable[[list[str]], None]) -> Callable[[], None]:
+    """Call `listener` with the watched tables each commit wrote; returns its remover."""
+    _COMMITTED.append(listener)
+    return lambda: _COMMITTED.remove(listener)
 
 
 def _note(session: Session, tables: Iterable[str | None]) -> None:
@@ -56,9 +73,12 @@ def _on_flush(session: Session, _flush: UOWTransaction) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _on_commit(session: Session) -> None:
-    for name in session.info.pop(_PENDING, ()):
-        for cache in _WATCHED[name]:
-            cache.discard_where(lambda _value: True)
+    written = sorted(session.info.pop(_PENDING, ()))
+    for name in written:
+        clear_table(name)
+    if written:
+        for listener in _COMMITTED:
+            listener(written)
 
 
 @event.listens_for(Session, "after_rollback")

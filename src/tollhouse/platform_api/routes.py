@@ -120,7 +120,7 @@ async def update_customer(
     """Set the customer's plan; it beats whatever plan their tokens claim."""
     user = await customers.find(session, caller.project_id, customer_id)
     await customers.set_plan(session, user, body.plan)
-    identity_context(request).user_cache.forget(user.id)
+    identity_context(request).forget_user(session, user.id)
     return {"success": True, "customer": await _customer_body(session, user)}
 
 
@@ -131,7 +131,7 @@ async def delete_customer(
     """Deactivate the customer and erase their personal data; credit history stays."""
     user = await customers.find(session, caller.project_id, customer_id)
     deleted = await customers.delete(session, user)
-    identity_context(request).user_cache.forget(user.id)
+    identity_context(request).forget_user(session, user.id)
     return {
         "success": True,
         "message": "Customer deleted.",
