@@ -8,6 +8,8 @@ through the gateway's /internal/credits/* at GATEWAY_INTERNAL_URL.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -143,12 +145,21 @@ def create_app(
             )
         jobs = wiring.background_jobs(settings, database, generation, app.state.assets)
         jobs.start()
+        drain: Drain = app.state.drain
+        restore_sigterm = drain.on_sigterm()
+        if generation is not None:
+            drain.on_begin(generation.hand_off)
         log.info(
             "started", version=__version__, database=database.backend, env=settings.tollhouse_env
         )
         try:
             yield
         finally:
+            restore_sigterm()
+            if generation is not None and drain.draining:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(settings.drain_timeout_seconds):
+                        await generation.finish_runs()
             await jobs.stop()
             stop_publishing_tables()
             await invalidation.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -108,6 +109,8 @@ def serve(
         access_log=False,
         log_config=None,
         proxy_headers=True,
+        # SIGTERM: stop accepting, let in-flight requests finish (readiness turns false).
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_seconds),
     )
 
 

@@ -154,12 +154,12 @@ async def generate_sync(
     return views.response(timepoint, domain.links, full=True, request_context=body.request_context)
 
 
-def _frames(events: AsyncIterator[GenerationEvent], keepalive: float) -> AsyncIterator[bytes]:
+def _frames(domain: Generations, events: AsyncIterator[GenerationEvent]) -> AsyncIterator[bytes]:
     async def encoded() -> AsyncIterator[bytes]:
         async for event in events:
             yield sse.frame(event.to_json())
 
-    return sse.with_keepalive(encoded(), keepalive)
+    return sse.with_keepalive(encoded(), domain.settings.sse_keepalive_seconds, domain.handed_off)
 
 
 # A follower waits at most this long past the latest a run can end (its timeout) before it
@@ -196,7 +196,7 @@ async def _followed(
 
 def _event_stream(domain: Generations, events: AsyncIterator[GenerationEvent]) -> StreamingResponse:
     return StreamingResponse(
-        _frames(events, domain.settings.sse_keepalive_seconds),
+        _frames(domain, events),
         media_type=sse.MEDIA_TYPE,
         headers=sse.HEADERS,
     )

@@ -25,7 +25,7 @@ from tollhouse.db.engine import Database
 from tollhouse.generation import planning, repository, service, views
 from tollhouse.generation.callbacks import CallbackSender
 from tollhouse.generation.context import RunLLM, SceneContext, SceneRequest
-from tollhouse.generation.events import EventBus, GenerationEvent
+from tollhouse.generation.events import EventBus, GenerationEvent, RedisBus
 from tollhouse.generation.llm.router import LLMRouter, NoLLMProvider
 from tollhouse.generation.models import Timepoint
 from tollhouse.generation.pipeline import RunResult, StepOutcome
@@ -92,6 +92,8 @@ class Generations:
         self.links = views.Links(settings.share_url_base, settings.public_base_url)
         self._tasks: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
         self._extra: set[asyncio.Task[Any]] = set()
+        # Set while draining with a shared bus: streams end, clients follow from elsewhere.
+        self.handed_off = asyncio.Event()
 
     @property
     def hold_ttl(self) -> timedelta:
@@ -341,6 +343,19 @@ class Generations:
                 await self.storage.delete(deletion.image_key)
             await repository.forget_image_deletions(session, [d.id for d in queued])
         return len(queued)
+
+    def hand_off(self) -> None:
+        """Draining: with a shared (Redis) bus, end this process's streams so clients follow
+        the same runs from another replica; runs go on here and publish to the bus. With an
+        in-process bus, streams stay open until their runs end."""
+        if isinstance(self.bus, RedisBus):
+            self.handed_off.set()
+
+    async def finish_runs(self) -> None:
+        """Draining: let running generations end (the caller bounds the wait; `close`
+        cancels the rest, and a cancelled run refunds itself)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()))
 
     async def close(self) -> None:
         """Shutdown: stop every run (each refunds itself), then the clients."""

@@ -21,16 +21,27 @@ def frame(data: str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def with_keepalive(frames: AsyncIterator[bytes], seconds: float) -> AsyncIterator[bytes]:
-    """`frames`, with a comment whenever nothing was sent for `seconds` (proxies time out)."""
+async def with_keepalive(
+    frames: AsyncIterator[bytes], seconds: float, until: asyncio.Event | None = None
+) -> AsyncIterator[bytes]:
+    """`frames`, with a comment whenever nothing was sent for `seconds` (proxies time out).
+
+    Ends early, without a terminal frame, once `until` is set (this process is draining and
+    the client can follow the same stream from another replica)."""
     iterator = aiter(frames)
     pending: asyncio.Task[bytes] | None = None
+    stop = asyncio.ensure_future(until.wait()) if until is not None else None
     try:
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=seconds)
-            if not done:
+            waiting = {pending} if stop is None else {pending, stop}
+            done, _ = await asyncio.wait(
+                waiting, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stop is not None and stop in done:
+                return
+            if pending not in done:
                 yield KEEPALIVE
                 continue
             try:
@@ -41,6 +52,8 @@ async def with_keepalive(frames: AsyncIterator[bytes], seconds: float) -> AsyncI
                 pending = None
             yield item
     finally:
+        if stop is not None:
+            stop.cancel()
         if pending is not None:
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
