@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test test-slow test-all lint format migrate bench clean
+.PHONY: run test test-slow test-all lint format migrate bench clean cluster cluster-stop
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -50,6 +50,17 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/ledger.py
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/interactions.py
+
+# N replicas behind nginx on this machine's PostgreSQL and Redis (README: Running at scale).
+REPLICAS ?= 3
+CLUSTER_PORT ?= 8080
+cluster: $(VENV)/.synced
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		(apt-get update && apt-get install -y --no-install-recommends nginx)
+	$(VENV)/bin/python -m tollhouse.cluster start --replicas $(REPLICAS) --port $(CLUSTER_PORT)
+
+cluster-stop: $(VENV)/.synced
+	$(VENV)/bin/python -m tollhouse.cluster stop
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
