@@ -125,16 +125,23 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} was not ready within {READY_WITHIN_SECONDS:.0f} s.")
 
 
-def start(run_dir: Path, replicas: int, host: str, port: int, first_port: int) -> None:
+def start(
+    run_dir: Path,
+    host: str,
+    port: int,
+    ports: Sequence[int],
+    env: dict[str, str] | None = None,
+) -> None:
+    """nginx on `host:port` in front of one replica per port in `ports`; `env` (default:
+    this process's environment) is the replicas'."""
     if (run_dir / "pids").exists():
         raise SystemExit(f"A cluster is running from {run_dir}: `make cluster-stop` first.")
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     env.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
     env.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
     asyncio.run(ensure_database(env["DATABASE_URL"]))
     subprocess.run(_tollhouse("migrate"), env=env, check=True)  # noqa: S603 - our own command
     run_dir.mkdir(parents=True, exist_ok=True)
-    ports = [first_port + i for i in range(replicas)]
     pids: list[str] = []
     for index, replica_port in enumerate(ports, start=1):
         log = (run_dir / f"replica-{index}.log").open("ab")
@@ -152,7 +159,7 @@ def start(run_dir: Path, replicas: int, host: str, port: int, first_port: int) -
     conf.write_text(nginx_conf(run_dir, host, port, ports))
     nginx = [nginx_binary(), "-c", str(conf.resolve()), "-p", str(run_dir.resolve())]
     subprocess.run(nginx, check=True)  # noqa: S603 - the system's nginx, our config
-    print(f"Tollhouse: http://{host}:{port} → replicas on {ports}; run dir {run_dir}")
+    print(f"Tollhouse: http://{host}:{port} → replicas on {list(ports)}; run dir {run_dir}")
 
 
 def stop(run_dir: Path) -> None:
@@ -184,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR)
     args = parser.parse_args(argv)
     if args.action == "start":
-        start(args.run_dir, args.replicas, args.host, args.port, args.first_replica_port)
+        first = args.first_replica_port
+        ports = range(first, first + args.replicas)
+        start(args.run_dir, args.host, args.port, ports)
     else:
         stop(args.run_dir)
 
