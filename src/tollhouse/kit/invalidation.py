@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -117,6 +118,7 @@ class Invalidation:
                 async for message in pubsub.listen():
                     if message["type"] == "message":
                         await self._receive(message["data"])
+                raise RedisConnectionError("the subscription ended")
             except RedisError as exc:
                 log.warning("invalidation_unsubscribed", error=str(exc))
                 if pubsub is not None:
