@@ -315,8 +315,11 @@ class Settings(BaseSettings):
     generation_events_retention_seconds: int = Field(600, ge=1)
     # Public pages of public timepoints: SHARE_URL_BASE + "/" + slug.
     share_url_base: str | None = None
-    # This service's public address, for absolute image URLs (unset: relative URLs).
+    # This service's public address, for absolute image URLs (unset: the address each
+    # request came in on).
     public_base_url: str | None = None
+    # Private timepoints' image URLs are signed and stop working after this long.
+    image_url_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
     # async generate's callback_url: attempts and the first backoff (doubling).
     callback_max_attempts: int = Field(4, ge=1, le=10)
     callback_backoff_seconds: float = Field(1.0, ge=0)

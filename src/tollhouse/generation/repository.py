@@ -20,6 +20,11 @@ async def by_id(
     )
 
 
+async def by_id_any_project(session: AsyncSession, timepoint_id: uuid.UUID) -> Timepoint | None:
+    """Only for links that carry their own authority (public images, signed URLs)."""
+    return await session.get(Timepoint, timepoint_id)
+
+
 async def by_slug(session: AsyncSession, project_id: str, slug: str) -> Timepoint | None:
     return await session.scalar(
         select(Timepoint).where(Timepoint.project_id == project_id, Timepoint.slug == slug)

@@ -17,8 +17,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from tollhouse.db.session import SessionDep
-from tollhouse.generation import runs, service, views
-from tollhouse.generation.callbacks import validate_callback_url
+from tollhouse.generation import launch, runs, service, views
 from tollhouse.generation.errors import (
     GenerationFailed,
     GenerationTimedOut,
@@ -27,7 +26,7 @@ from tollhouse.generation.errors import (
 )
 from tollhouse.generation.events import GenerationEvent
 from tollhouse.generation.models import Timepoint
-from tollhouse.generation.runs import Generations, Job
+from tollhouse.generation.runs import Generations
 from tollhouse.generation.schemas import (
     CharactersResponse,
     Deleted,
@@ -38,12 +37,10 @@ from tollhouse.generation.schemas import (
     TimepointSummaryPage,
     VisibilityUpdate,
 )
-from tollhouse.identity.caller import Caller, GatewayCaller, UserCaller
+from tollhouse.identity.caller import Caller, CallerDep, GatewayCaller, UserCaller
 from tollhouse.kit import sse
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.idempotency import IdempotencyDep
-from tollhouse.ledger.charging import hold_charge
-from tollhouse.ledger.costs import generation_cost_key
 
 router = APIRouter(prefix="/api/v1/timepoints", tags=["timepoints"])
 mine = APIRouter(prefix="/api/v1/users/me", tags=["timepoints"])
@@ -53,59 +50,12 @@ PageSize = Annotated[int, Query(ge=1, le=100)]
 StatusFilter = Annotated[Literal["processing", "completed", "failed"] | None, Query()]
 
 
-def generations(request: Request) -> Generations:
-    value: Generations = request.app.state.generation
-    return value
+generations = launch.generations
 
 
-async def _begin(
-    body: GenerateRequest,
-    request: Request,
-    caller: Caller,
-    session: SessionDep,
-    *,
-    callback_url: str | None = None,
-) -> tuple[Job, asyncio.Task[runs.Outcome]]:
-    domain = generations(request)
-    domain.require_provider()
-    plan = domain.plan(body)
-    if callback_url is not None:
-        await validate_callback_url(
-            callback_url, allow_private=domain.settings.private_urls_allowed
-        )
-    timepoint_id = uuid.uuid4()
-    preset = plan.preset.name
-    charge = await hold_charge(
-        request,
-        caller,
-        session,
-        generation_cost_key(preset),
-        "generation",
-        reference_id=str(timepoint_id),
-        description=f"Generate ({preset}): {body.query[:60]}",
-        ttl=domain.hold_ttl,
-    )
-    session.add(
-        service.new_timepoint(
-            caller,
-            timepoint_id,
-            body.query,
-            preset,
-            visibility=body.visibility,
-            generate_image=body.generate_image,
-        )
-    )
-    # Committed before the run starts: its task saves the row in a session of its own.
-    await session.commit()
-    job = Job(
-        timepoint_id=timepoint_id,
-        request=plan,
-        charge=charge,
-        preset_label=body.preset or preset,
-        callback_url=callback_url,
-        request_context=body.request_context,
-    )
-    return job, domain.start(job)
+def links(request: Request) -> views.Links:
+    """Absolute links for this request (PUBLIC_BASE_URL, else the address it came in on)."""
+    return generations(request).links.at(str(request.base_url))
 
 
 def _idempotency_scope(caller: Caller) -> str:
@@ -126,7 +76,7 @@ async def generate(
     With `Idempotency-Key`, a retried request answers the first one's id, charged once."""
 
     async def work() -> GenerationStarted:
-        job, _ = await _begin(body, request, caller, session, callback_url=body.callback_url)
+        job, _ = await launch.begin(body, request, caller, session, callback_url=body.callback_url)
         return GenerationStarted(
             id=job.timepoint_id,
             status="processing",
@@ -142,8 +92,7 @@ async def generate_sync(
     body: GenerateRequest, request: Request, caller: GatewayCaller, session: SessionDep
 ) -> TimepointResponse:
     """Generate and answer with the whole timepoint (504 after GENERATION_TIMEOUT_SECONDS)."""
-    domain = generations(request)
-    job, task = await _begin(body, request, caller, session)
+    job, task = await launch.begin(body, request, caller, session)
     # Shielded: a client that hangs up does not cancel the run.
     outcome = await asyncio.shield(task)
     if outcome.interrupted == runs.TIMED_OUT:
@@ -152,7 +101,9 @@ async def generate_sync(
         raise GenerationFailed(outcome.error)
     timepoint = await service.find(session, caller, job.timepoint_id)
     await session.refresh(timepoint)
-    return views.response(timepoint, domain.links, full=True, request_context=body.request_context)
+    return views.response(
+        timepoint, links(request), full=True, request_context=body.request_context
+    )
 
 
 def _frames(events: AsyncIterator[GenerationEvent], keepalive: float) -> AsyncIterator[bytes]:
@@ -208,7 +159,7 @@ async def generate_stream(
     body: GenerateRequest, request: Request, caller: GatewayCaller, session: SessionDep
 ) -> StreamingResponse:
     """Generate, sending an SSE frame per finished step; errors before the stream are JSON."""
-    job, _ = await _begin(body, request, caller, session)
+    job, _ = await launch.begin(body, request, caller, session)
     domain = generations(request)
     return _event_stream(domain, _followed(domain, job.timepoint_id, utcnow()))
 
@@ -226,9 +177,9 @@ async def list_timepoints(
     rows, total = await service.list_visible(
         session, caller, page=page, page_size=page_size, status=status, visibility=visibility
     )
-    links = generations(request).links
+    here = links(request)
     return TimepointPage(
-        items=[views.response(row, links) for row in rows],
+        items=[views.response(row, here) for row in rows],
         total=total,
         page=page,
         page_size=page_size,
@@ -243,7 +194,7 @@ async def _view(
     if include_image and timepoint.image_key is not None:
         stored = await domain.storage.get(timepoint.image_key)
         image = stored.data if stored is not None else None
-    return views.response(timepoint, domain.links, full=full, image=image)
+    return views.response(timepoint, links(request), full=full, image=image)
 
 
 @router.get("/slug/{slug}", response_model=TimepointResponse)
@@ -285,13 +236,25 @@ async def get_characters(
 
 @router.get("/{timepoint_id}/image")
 async def get_image(
-    timepoint_id: uuid.UUID, request: Request, caller: GatewayCaller, session: SessionDep
+    timepoint_id: uuid.UUID,
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    expires: int | None = None,
+    signature: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    """The scene's image bytes, under the same visibility rules as the timepoint."""
-    timepoint = await service.find_visible(session, caller, timepoint_id)
+    """The scene's image bytes: a public timepoint's for anyone (browsers load it from
+    `image_url`), a private one's for its owner or with the signed URL its owner was given."""
+    domain = generations(request)
+    signed = (
+        expires is not None
+        and signature is not None
+        and domain.links.signed_image_ok(timepoint_id, expires, signature)
+    )
+    timepoint = await service.find_image_owner(session, caller, timepoint_id, signed=signed)
     stored = None
     if timepoint.image_key is not None:
-        stored = await generations(request).storage.get(timepoint.image_key)
+        stored = await domain.storage.get(timepoint.image_key)
     if stored is None:
         raise NoImage()
     cache = "public, max-age=3600" if timepoint.visibility == "public" else "private, no-store"
@@ -324,7 +287,7 @@ async def change_visibility(
     session: SessionDep,
 ) -> TimepointResponse:
     timepoint = await service.set_visibility(session, caller, timepoint_id, body.visibility)
-    return views.response(timepoint, generations(request).links, full=True)
+    return views.response(timepoint, links(request), full=True)
 
 
 @router.delete("/{timepoint_id}", response_model=Deleted)

@@ -22,7 +22,7 @@ import structlog
 
 from tollhouse.config import Settings
 from tollhouse.db.engine import Database
-from tollhouse.generation import planning, repository, service, views
+from tollhouse.generation import planning, provenance, repository, service, views
 from tollhouse.generation.callbacks import CallbackSender
 from tollhouse.generation.context import RunLLM, SceneContext, SceneRequest
 from tollhouse.generation.events import EventBus, GenerationEvent
@@ -33,6 +33,7 @@ from tollhouse.generation.presets import Preset, load_presets
 from tollhouse.generation.scene import SceneRecord, scene_graph, scene_record
 from tollhouse.generation.schemas import GenerateRequest
 from tollhouse.kit.clock import utcnow
+from tollhouse.kit.crypto import hmac_sha256_hex
 from tollhouse.kit.storage import Storage
 from tollhouse.ledger.charging import Charge
 
@@ -87,7 +88,14 @@ class Generations:
         self.storage = storage
         self.callbacks = callbacks
         self.presets: dict[str, Preset] = load_presets(settings.generation_presets)
-        self.links = views.Links(settings.share_url_base, settings.public_base_url)
+        self.links = views.Links(
+            settings.share_url_base,
+            settings.public_base_url,
+            signing_key=hmac_sha256_hex(
+                settings.secret("tollhouse_secret_pepper") or "", "timepoint-image-urls"
+            ),
+            image_url_ttl=settings.image_url_ttl_seconds,
+        )
         self._tasks: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
         self._extra: set[asyncio.Task[Any]] = set()
 
@@ -136,14 +144,18 @@ class Generations:
         )
         context = SceneContext(request, RunLLM(self.router, request))
 
+        reached = 0
+
         async def on_step(outcome: StepOutcome) -> None:
+            # Parallel steps finish in any order (camera before characters): clients draw
+            # progress bars, so progress only ever grows.
+            nonlocal reached
+            reached = max(reached, outcome.progress)
             if outcome.status == "completed":
                 data = {"latency_ms": outcome.latency_ms, "model_used": outcome.stats.model}
-                event = GenerationEvent("step_complete", outcome.name, data, outcome.progress, None)
+                event = GenerationEvent("step_complete", outcome.name, data, reached, None)
             else:
-                event = GenerationEvent(
-                    "step_error", outcome.name, None, outcome.progress, outcome.error
-                )
+                event = GenerationEvent("step_error", outcome.name, None, reached, outcome.error)
             await self._publish(job, event)
 
         result: RunResult | None = None
@@ -230,6 +242,8 @@ class Generations:
     ) -> service.Finished:
         payload: dict[str, Any] | None = None
         fields: dict[str, Any] = {}
+        ran = provenance.of_run(result.outcomes.values() if result else ())
+        image_model = ran.image_model if image_key else None
         if record is not None:
             fields = {
                 "year": record.year,
@@ -244,17 +258,18 @@ class Generations:
                 "query": job.request.query,
                 **fields,
                 **record.payload,
-                "text_model_used": job.request.text_model,
-                "image_model_used": job.request.image_model if image_key else None,
-                "model_permissiveness": "permissive" if job.request.permissive else None,
+                "text_model_used": ran.text_model,
+                "image_model_used": image_model,
+                "model_provider": ran.provider,
+                "model_permissiveness": provenance.permissiveness(ran.text_model, image_model),
             }
         return service.Finished(
             status=status,
             error=error,
             fields=fields,
             payload=payload,
-            text_model=job.request.text_model,
-            image_model=job.request.image_model if image_key else None,
+            text_model=ran.text_model,
+            image_model=image_model,
             image_key=image_key,
             image_content_type=record.image.content_type if record and record.image else None,
             generation_time_ms=elapsed_ms,

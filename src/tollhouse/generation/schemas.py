@@ -30,7 +30,7 @@ class LLMParams(BaseModel):
 class GenerateRequest(BaseModel):
     query: str = Field(min_length=3, max_length=500)
     generate_image: bool = False
-    # Unknown presets run as the default one (the contract's behaviour); preset_used says so.
+    # An unknown preset is a 422 naming the known ones (planning.plan).
     preset: str | None = Field(None, max_length=40)
     text_model: str | None = Field(None, min_length=1, max_length=200)
     image_model: str | None = Field(None, min_length=1, max_length=200)

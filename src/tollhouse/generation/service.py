@@ -123,6 +123,22 @@ async def find_visible_by_slug(session: AsyncSession, caller: Caller, slug: str)
     return timepoint
 
 
+async def find_image_owner(
+    session: AsyncSession, caller: Caller, timepoint_id: uuid.UUID, *, signed: bool
+) -> Timepoint:
+    """The timepoint whose image is asked for. A valid signed URL names its timepoint on its
+    own; a public timepoint's image is anyone's, whichever project made it; otherwise the
+    usual visibility rules for the caller."""
+    if signed or caller.kind is CallerKind.ANONYMOUS:
+        timepoint = await repository.by_id_any_project(session, timepoint_id)
+        if timepoint is None:
+            raise TimepointNotFound()
+        if not signed and timepoint.visibility != "public":
+            raise TimepointPrivate()
+        return timepoint
+    return await find_visible(session, caller, timepoint_id)
+
+
 async def list_visible(
     session: AsyncSession,
     caller: Caller,
