@@ -28,7 +28,7 @@ from s3_peer import BUCKET, REGION, raw_client
 from scene_script import QUERY, script_scene
 from support import ADMIN_KEY, SERVICE, as_user, assert_error, resolve, serving
 from tollhouse.app import create_app
-from tollhouse.generation import routes as generation_routes
+from tollhouse.generation import launch
 from tollhouse.generation.callbacks import CallbackSender
 from tollhouse.generation.models import Timepoint
 from tollhouse.generation.service import new_timepoint
@@ -561,7 +561,7 @@ async def test_a_follower_of_a_run_whose_server_died_is_told_so(
 ) -> None:
     """No event will ever come (the process running it is gone): once the run's time is up the
     follower gets an `interrupted` error instead of keep-alives forever."""
-    monkeypatch.setattr(generation_routes, "FOLLOW_GRACE_SECONDS", 0.0)
+    monkeypatch.setattr(launch, "FOLLOW_GRACE_SECONDS", 0.0)
     domain = gen.app.state.generation
     domain.settings.generation_timeout_seconds = 0.3
     orphan = uuid.uuid4()

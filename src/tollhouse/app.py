@@ -8,6 +8,7 @@ through the gateway's /internal/credits/* at GATEWAY_INTERNAL_URL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,8 @@ from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tollhouse.ledger import routes as ledger_routes
+from tollhouse.mcp.server import PATH as MCP_PATH
+from tollhouse.mcp.server import McpEndpoint
 from tollhouse.platform_api import routes as platform_routes
 from tollhouse.upstreams import routes as upstream_routes
 
@@ -81,6 +84,7 @@ def create_app(
         pool_pre_ping=settings.database_pool_pre_ping,
     )
     metrics = HttpMetrics()
+    mcp = McpEndpoint() if role != "billing" else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -117,12 +121,16 @@ def create_app(
             )
         jobs = wiring.background_jobs(settings, database, generation)
         jobs.start()
+        mcp_running = contextlib.AsyncExitStack()
+        if mcp is not None:
+            await mcp_running.enter_async_context(mcp.running())
         log.info(
             "started", version=__version__, database=database.backend, env=settings.tollhouse_env
         )
         try:
             yield
         finally:
+            await mcp_running.aclose()
             await jobs.stop()
             if generation is not None:
                 await generation.close()
@@ -151,6 +159,8 @@ def create_app(
         app.include_router(apple_routes.webhook)
     else:
         _include_gateway(app, settings, forwards_billing)
+    if mcp is not None:
+        app.mount(MCP_PATH, mcp)
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.

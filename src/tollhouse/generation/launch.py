@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
 from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollhouse.generation import runs, service
+from tollhouse.generation import runs, service, views
 from tollhouse.generation.callbacks import validate_callback_url
+from tollhouse.generation.events import GenerationEvent
+from tollhouse.generation.models import Timepoint
 from tollhouse.generation.runs import Generations, Job
 from tollhouse.generation.schemas import GenerateRequest
 from tollhouse.identity.caller import Caller
+from tollhouse.kit.clock import utcnow
 from tollhouse.ledger.charging import hold_charge
 from tollhouse.ledger.costs import generation_cost_key
 
@@ -74,3 +80,35 @@ async def begin(
         request_context=body.request_context,
     )
     return job, domain.start(job)
+
+
+# A follower waits at most this long past the latest a run can end (its timeout) before it
+# concludes the run's process went away and answers from the row instead.
+FOLLOW_GRACE_SECONDS = 30.0
+
+
+async def follow(
+    domain: Generations, timepoint_id: uuid.UUID, created_at: datetime
+) -> AsyncIterator[GenerationEvent]:
+    """The run's events (replayed, then live) up to its terminal one; when none comes in time
+    (the process running it died), what the row says instead."""
+    limit = timedelta(seconds=domain.settings.generation_timeout_seconds + FOLLOW_GRACE_SECONDS)
+    events = domain.bus.follow(runs.topic(timepoint_id))
+    try:
+        while (remaining := (created_at + limit - utcnow()).total_seconds()) > 0:
+            try:
+                event = await asyncio.wait_for(anext(events), remaining)
+            except (StopAsyncIteration, TimeoutError):
+                break
+            yield event
+            if event.terminal:
+                return
+    finally:
+        await events.aclose()
+    async with domain.database.session() as session:
+        row = await session.get(Timepoint, timepoint_id)
+    if row is not None and row.status != "processing":
+        yield views.done_event(row)
+    else:
+        message = "The generation stopped without finishing: the server running it went away."
+        yield GenerationEvent("error", "interrupted", None, 0, message)

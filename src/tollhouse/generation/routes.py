@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -114,38 +113,6 @@ def _frames(events: AsyncIterator[GenerationEvent], keepalive: float) -> AsyncIt
     return sse.with_keepalive(encoded(), keepalive)
 
 
-# A follower waits at most this long past the latest a run can end (its timeout) before it
-# concludes the run's process went away and answers from the row instead.
-FOLLOW_GRACE_SECONDS = 30.0
-
-
-async def _followed(
-    domain: Generations, timepoint_id: uuid.UUID, created_at: datetime
-) -> AsyncIterator[GenerationEvent]:
-    """The run's events (replayed, then live) up to its terminal one; when none comes in time
-    (the process running it died), what the row says instead."""
-    limit = timedelta(seconds=domain.settings.generation_timeout_seconds + FOLLOW_GRACE_SECONDS)
-    events = domain.bus.follow(runs.topic(timepoint_id))
-    try:
-        while (remaining := (created_at + limit - utcnow()).total_seconds()) > 0:
-            try:
-                event = await asyncio.wait_for(anext(events), remaining)
-            except (StopAsyncIteration, TimeoutError):
-                break
-            yield event
-            if event.terminal:
-                return
-    finally:
-        await events.aclose()
-    async with domain.database.session() as session:
-        row = await session.get(Timepoint, timepoint_id)
-    if row is not None and row.status != "processing":
-        yield views.done_event(row)
-    else:
-        message = "The generation stopped without finishing: the server running it went away."
-        yield GenerationEvent("error", "interrupted", None, 0, message)
-
-
 def _event_stream(domain: Generations, events: AsyncIterator[GenerationEvent]) -> StreamingResponse:
     return StreamingResponse(
         _frames(events, domain.settings.sse_keepalive_seconds),
@@ -161,7 +128,7 @@ async def generate_stream(
     """Generate, sending an SSE frame per finished step; errors before the stream are JSON."""
     job, _ = await launch.begin(body, request, caller, session)
     domain = generations(request)
-    return _event_stream(domain, _followed(domain, job.timepoint_id, utcnow()))
+    return _event_stream(domain, launch.follow(domain, job.timepoint_id, utcnow()))
 
 
 @router.get("", response_model=TimepointPage)
@@ -269,7 +236,7 @@ async def follow_timepoint(
     domain = generations(request)
     timepoint = await service.find_visible(session, caller, timepoint_id)
     if timepoint.status == "processing" or await domain.bus.has(runs.topic(timepoint_id)):
-        return _event_stream(domain, _followed(domain, timepoint.id, timepoint.created_at))
+        return _event_stream(domain, launch.follow(domain, timepoint.id, timepoint.created_at))
 
     # Finished long ago (its events expired): its ending is all there is to tell.
     async def ending() -> AsyncIterator[GenerationEvent]:
