@@ -98,7 +98,7 @@ async def test_a_client_lists_generates_with_progress_reads_back_charged_once(
         assert made["visibility"] == "private"
         assert made["status_url"] == f"{base_url}/api/v1/timepoints/{made['id']}"
         values = [value for value, _ in progress]
-        assert values[0] == 0 and values[-1] == 100
+        assert (values[0], values[-1]) == (0, 100)
         assert values == sorted(values)  # never backwards
         assert progress[0][1] == "start: initialization"
         assert progress[-1][1] == "done: complete"
