@@ -28,7 +28,7 @@ from s3_peer import BUCKET, REGION, raw_client
 from scene_script import QUERY, script_scene
 from support import ADMIN_KEY, SERVICE, as_user, assert_error, resolve, serving
 from tollhouse.app import create_app
-from tollhouse.generation import launch
+from tollhouse.generation import launch, views
 from tollhouse.generation.callbacks import CallbackSender
 from tollhouse.generation.models import Timepoint
 from tollhouse.generation.service import new_timepoint
@@ -596,14 +596,17 @@ async def test_unmetered_gateway_calls_are_not_charged(gen: Gen) -> None:
 # --- images -----------------------------------------------------------------------------------
 
 
-async def test_an_image_is_stored_and_served_by_url(gen: Gen) -> None:
+async def test_an_image_is_stored_and_served_by_an_absolute_url(gen: Gen) -> None:
     user = await resolve(gen.http, "painter")
     body = await gen.sync(as_user(user), {"query": QUERY, "generate_image": True})
     assert body["status"] == "completed"
     assert body["has_image"] is True
     assert body["image_base64"] is None
-    assert body["image_url"] == f"/api/v1/timepoints/{body['id']}/image"
-    image = await gen.http.get(body["image_url"], headers=as_user(user))
+    assert body["image_model_used"] == "google/gemini-2.5-flash-image"
+    # Public: absolute, and a browser loads it without credentials.
+    assert body["image_url"] == f"{gen.http.base_url}/api/v1/timepoints/{body['id']}/image"
+    async with httpx.AsyncClient() as browser:
+        image = await browser.get(body["image_url"])
     assert image.status_code == 200
     assert image.headers["content-type"] == "image/png"
     assert image.content.startswith(b"\x89PNG")
@@ -611,6 +614,31 @@ async def test_an_image_is_stored_and_served_by_url(gen: Gen) -> None:
         f"/api/v1/timepoints/{body['id']}", params={"include_image": "true"}, headers=SERVICE
     )
     assert inline.json()["image_base64"]
+    assert inline.json()["image_url"].startswith("data:image/png;base64,iVBOR")
+
+
+async def test_a_private_image_url_is_signed_and_expires(
+    gen: Gen, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await resolve(gen.http, "private-painter")
+    body = await gen.sync(
+        as_user(user), {"query": QUERY, "generate_image": True, "visibility": "private"}
+    )
+    plain = f"/api/v1/timepoints/{body['id']}/image"
+    assert body["image_url"].startswith(f"{gen.http.base_url}{plain}?expires=")
+    async with httpx.AsyncClient() as browser:
+        assert (await browser.get(body["image_url"])).status_code == 200
+        # Without the signature, or with another one, a stranger gets nothing.
+        assert (await browser.get(f"{gen.http.base_url}{plain}")).status_code == 403
+        forged = body["image_url"][:-4] + "0000"
+        assert (await browser.get(forged)).status_code == 403
+    other = await resolve(gen.http, "stranger")
+    assert (await gen.http.get(plain, headers=as_user(other))).status_code == 403
+    # Past its expiry the signed URL stops working.
+    later = utcnow() + timedelta(hours=2)
+    monkeypatch.setattr(views, "utcnow", lambda: later)
+    async with httpx.AsyncClient() as browser:
+        assert (await browser.get(body["image_url"])).status_code == 403
 
 
 async def test_with_a_bucket_images_go_to_s3(

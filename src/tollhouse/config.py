@@ -318,6 +318,8 @@ class Settings(BaseSettings):
     # This service's public address, for absolute image URLs (unset: the address each
     # request came in on).
     public_base_url: str | None = None
+    # How long /api/v1/models keeps the providers' model catalogues.
+    models_cache_seconds: float = Field(3600.0, ge=0)
     # Private timepoints' image URLs are signed and stop working after this long.
     image_url_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
     # async generate's callback_url: attempts and the first backoff (doubling).

@@ -6,7 +6,7 @@ from tollhouse.catalog import models as catalog_models
 from tollhouse.db.base import Base
 from tollhouse.generation import models as generation_models
 from tollhouse.identity import models as identity_models
-from tollhouse.kit import idempotency
+from tollhouse.kit import idempotency, tasks
 from tollhouse.ledger import models as ledger_models
 from tollhouse.metering import models as metering_models
 from tollhouse.tenancy import models as tenancy_models
@@ -23,6 +23,7 @@ __all__ = [
     "ledger_models",
     "metadata",
     "metering_models",
+    "tasks",
     "tenancy_models",
     "upstream_models",
 ]

@@ -25,6 +25,11 @@ class InvalidVisibility(BadRequest):
     message = "Invalid visibility value. Must be 'public' or 'private'."
 
 
+class NotExportable(BadRequest):
+    code = "not_completed"
+    message = "Timepoint must be completed before export"
+
+
 class NoCharacters(NotFound):
     code = "no_characters"
     message = "This timepoint has no character data"
@@ -45,3 +50,8 @@ class GenerationFailed(TollhouseError):
     status_code = 500
     code = "generation_error"
     message = "The generation failed; nothing was charged."
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+    message = "Model not found"

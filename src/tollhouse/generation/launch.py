@@ -78,6 +78,7 @@ async def begin(
         preset_label=body.preset or preset,
         callback_url=callback_url,
         request_context=body.request_context,
+        write_blob=body.write_blob,
     )
     return job, domain.start(job)
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from tollhouse.db.session import SessionDep
-from tollhouse.generation import launch, runs, service, views
+from tollhouse.generation import launch, runs, service, tdf, views
 from tollhouse.generation.errors import (
     GenerationFailed,
     GenerationTimedOut,
@@ -226,6 +226,24 @@ async def get_image(
         raise NoImage()
     cache = "public, max-age=3600" if timepoint.visibility == "public" else "private, no-store"
     return Response(stored.data, media_type=stored.content_type, headers={"Cache-Control": cache})
+
+
+@router.get("/{timepoint_id}/tdf")
+async def get_tdf(
+    timepoint_id: uuid.UUID, caller: GatewayCaller, session: SessionDep
+) -> dict[str, Any]:
+    """The scene as a TDF record, as the clockchain's `ingest/tdf` takes it."""
+    return tdf.record(await service.find_record(session, caller, timepoint_id))
+
+
+@router.post("/{timepoint_id}/export", response_model=TimepointResponse)
+async def export_timepoint(
+    timepoint_id: uuid.UUID, request: Request, caller: GatewayCaller, session: SessionDep
+) -> TimepointResponse:
+    """(Re)write the TDF record to storage; the answer says where (`blob_path`)."""
+    timepoint = await service.find_to_export(session, caller, timepoint_id)
+    await tdf.write_blob(generations(request).storage, timepoint)
+    return views.response(timepoint, links(request), full=True)
 
 
 @router.get("/{timepoint_id}/stream")

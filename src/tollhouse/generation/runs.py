@@ -22,11 +22,12 @@ import structlog
 
 from tollhouse.config import Settings
 from tollhouse.db.engine import Database
-from tollhouse.generation import planning, provenance, repository, service, views
+from tollhouse.generation import planning, provenance, repository, service, tdf, views
 from tollhouse.generation.callbacks import CallbackSender
 from tollhouse.generation.context import RunLLM, SceneContext, SceneRequest
 from tollhouse.generation.events import EventBus, GenerationEvent
 from tollhouse.generation.llm.router import LLMRouter, NoLLMProvider
+from tollhouse.generation.model_registry import ModelRegistry
 from tollhouse.generation.models import Timepoint
 from tollhouse.generation.pipeline import RunResult, StepOutcome
 from tollhouse.generation.presets import Preset, load_presets
@@ -62,6 +63,7 @@ class Job:
     preset_label: str
     callback_url: str | None = None
     request_context: dict[str, Any] | None = None
+    write_blob: bool = False
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -95,6 +97,13 @@ class Generations:
                 settings.secret("tollhouse_secret_pepper") or "", "timepoint-image-urls"
             ),
             image_url_ttl=settings.image_url_ttl_seconds,
+        )
+        self.models = ModelRegistry(
+            router,
+            self.presets,
+            (settings.permissive_text_model, settings.llm_model),
+            (settings.permissive_image_model, settings.llm_image_model),
+            cache_seconds=settings.models_cache_seconds,
         )
         self._tasks: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
         self._extra: set[asyncio.Task[Any]] = set()
@@ -202,6 +211,8 @@ class Generations:
                     job.timepoint_id,
                     self._finished(job, status, error, record, image_key, elapsed_ms, result),
                 )
+                if job.write_blob and status == "completed":
+                    await tdf.write_blob(self.storage, timepoint)
                 done = views.done_event(timepoint)
                 await session.commit()
         except Exception as exc:

@@ -40,7 +40,7 @@ class GenerateRequest(BaseModel):
     llm_params: LLMParams | None = None
     request_context: dict[str, Any] | None = None
     entity_ids: list[str] = Field(default_factory=list, max_length=20)
-    # Accepted for compatibility; images and payloads always go to the storage port.
+    # Also write the finished scene's TDF record to storage (as POST …/export does).
     write_blob: bool = False
 
     @field_validator("query")
@@ -159,3 +159,52 @@ class CharactersResponse(BaseModel):
     total_characters: int
     speaking_characters: int
     characters: list[CharacterView]
+
+
+class ModelPricing(BaseModel):
+    """USD per token, as the provider prices it."""
+
+    prompt: float | None
+    completion: float | None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    name: str
+    provider: str
+    # The id the provider is sent (LLM_MODEL on an OpenAI-compatible server, for example).
+    served_as: str
+    capabilities: list[Literal["text", "image"]]
+    context_length: int | None = None
+    is_free: bool = False
+    pricing: ModelPricing | None = None
+    permissiveness: str
+    # Named by this server's configuration (a preset, a default), not only listed upstream.
+    configured: bool
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    total: int
+    # The providers' catalogues came from the cache (or were not asked for).
+    cached: bool
+
+
+class ProviderInfo(BaseModel):
+    provider: str
+    available: bool
+    models_count: int
+    default_text_model: str | None
+    default_image_model: str | None
+
+
+class ProviderList(BaseModel):
+    providers: list[ProviderInfo]
+
+
+class FreeModels(BaseModel):
+    best: ModelInfo | None
+    fastest: ModelInfo | None
+    all_free: list[ModelInfo]
+    total: int
+    note: str

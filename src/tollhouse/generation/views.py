@@ -17,6 +17,7 @@ from tollhouse.generation.schemas import (
     TimepointResponse,
     TimepointSummary,
 )
+from tollhouse.generation.tdf import folder as tdf_folder
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.crypto import hmac_sha256_hex, secrets_equal
 
@@ -101,6 +102,9 @@ def response(
         image_model_used=timepoint.image_model_used,
         created_at=timepoint.created_at,
         error=timepoint.error_message,
+        blob_folder_name=tdf_folder(timepoint) if timepoint.blob_path else None,
+        blob_path=timepoint.blob_path,
+        blob_written_at=timepoint.blob_written_at,
         is_deleted=timepoint.is_deleted,
         sequence_id=timepoint.sequence_id,
         tags=list(timepoint.tags or []),

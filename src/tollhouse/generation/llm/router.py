@@ -302,6 +302,10 @@ class LLMRouter:
                 return
         raise LLMUnavailable(f"every LLM provider failed for {request.model}; last error: {last}")
 
+    @property
+    def providers(self) -> list[Provider]:
+        return list(self._providers)
+
     async def close(self) -> None:
         for provider in self._providers:
             await provider.close()
