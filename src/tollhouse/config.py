@@ -88,6 +88,9 @@ class SubscriptionPlanConfig(BaseModel):
     currency: str = Field("usd", min_length=3, max_length=3)
     apple_product_id: str | None = Field(None, min_length=1, max_length=255)
     stripe_price_id: str | None = Field(None, min_length=1, max_length=255)
+    # The tier clients see in /billing/status `subscription_tier` (timepoint-mcp reads it);
+    # unset: the plan's id.
+    tier: str | None = Field(None, min_length=1, max_length=40)
 
 
 class BillingProductsConfig(BaseModel):
