@@ -55,3 +55,8 @@ class GenerationFailed(TollhouseError):
 class ModelNotFound(NotFound):
     code = "model_not_found"
     message = "Model not found"
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+    message = "Task not found"

@@ -42,6 +42,26 @@ def visible_filter(viewer_id: uuid.UUID | None) -> ColumnElement[bool]:
     return or_(Timepoint.visibility == "public", Timepoint.user_id == viewer_id)
 
 
+async def public_completed(
+    session: AsyncSession,
+    project_id: str,
+    *,
+    on: Sequence[tuple[int, int]] = (),
+    limit: int,
+) -> Sequence[Timepoint]:
+    """Public, completed, not-deleted timepoints, those with an image first, newest first;
+    with `on`, only those whose (month, day) is one of them."""
+    query = listing(project_id, status="completed", where=[Timepoint.visibility == "public"])
+    if on:
+        query = query.where(
+            or_(*((Timepoint.month == month) & (Timepoint.day == day) for month, day in on))
+        )
+    query = query.order_by(
+        Timepoint.image_key.is_(None), Timepoint.created_at.desc(), Timepoint.id
+    ).limit(limit)
+    return (await session.scalars(query)).all()
+
+
 async def page(
     session: AsyncSession,
     query: Select[Timepoint],

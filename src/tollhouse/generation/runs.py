@@ -36,6 +36,7 @@ from tollhouse.generation.schemas import GenerateRequest
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.crypto import hmac_sha256_hex
 from tollhouse.kit.storage import Storage
+from tollhouse.kit.tasks import TaskRunner
 from tollhouse.ledger.charging import Charge
 
 log = structlog.get_logger("tollhouse.generation")
@@ -105,6 +106,8 @@ class Generations:
             (settings.permissive_image_model, settings.llm_image_model),
             cache_seconds=settings.models_cache_seconds,
         )
+        # One-off background work (re-grounding); a later queue replaces the runner.
+        self.tasks = TaskRunner(database)
         self._tasks: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
         self._extra: set[asyncio.Task[Any]] = set()
 
@@ -371,6 +374,7 @@ class Generations:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tasks.close()
         await self.callbacks.close()
         await self.router.close()
         await self.bus.close()

@@ -208,3 +208,31 @@ class FreeModels(BaseModel):
     all_free: list[ModelInfo]
     total: int
     note: str
+
+
+class EntityHit(BaseModel):
+    id: str
+    display_name: str
+    entity_type: str | None = None
+    score: float | None = None
+
+
+class EntitySearch(BaseModel):
+    results: list[EntityHit]
+    query: str
+    total: int
+
+
+class RegroundRequest(BaseModel):
+    deep: bool = False
+    x_handle: str | None = Field(None, min_length=1, max_length=50, pattern=r"^@?\w+$")
+
+
+class RegroundTask(BaseModel):
+    task_id: str
+    entity_id: str
+    status: Literal["queued", "running", "completed", "failed"]
+    error: str | None = None
+    grounding_model: str | None = None
+    grounded_at: str | None = None
+    confidence: float | None = None
