@@ -29,7 +29,7 @@ from tollhouse.billing.stripe import routes as stripe_routes
 from tollhouse.config import ConfigError, Settings, load_settings
 from tollhouse.console import routes as console_routes
 from tollhouse.db.engine import Database
-from tollhouse.generation import discovery_routes, model_routes
+from tollhouse.generation import discovery_routes, eval_routes, model_routes
 from tollhouse.generation import privacy as _generation_privacy  # noqa: F401 - export section
 from tollhouse.generation import routes as generation_routes
 from tollhouse.identity import routes as identity_routes
@@ -198,6 +198,7 @@ def _include_gateway(app: FastAPI, settings: Settings, forwards_billing: bool) -
     app.include_router(generation_routes.router)
     app.include_router(generation_routes.mine)
     app.include_router(model_routes.router)
+    app.include_router(eval_routes.router)
     app.include_router(discovery_routes.entity_routes)
     app.include_router(discovery_routes.content_routes)
     app.include_router(discovery_routes.internal)

@@ -321,6 +321,8 @@ class Settings(BaseSettings):
     # This service's public address, for absolute image URLs (unset: the address each
     # request came in on).
     public_base_url: str | None = None
+    # /api/v1/eval for every caller (each pays `eval_compare`), not only operators.
+    eval_open_to_users: bool = False
     # How long /api/v1/models keeps the providers' model catalogues.
     models_cache_seconds: float = Field(3600.0, ge=0)
     # Private timepoints' image URLs are signed and stop working after this long.

@@ -60,3 +60,14 @@ class ModelNotFound(NotFound):
 class TaskNotFound(NotFound):
     code = "task_not_found"
     message = "Task not found"
+
+
+class OperatorOnly(Forbidden):
+    code = "operator_only"
+    message = "Model comparison is for operators (the service or admin key) on this server."
+
+
+class EvalFailed(TollhouseError):
+    status_code = 502
+    code = "eval_failed"
+    message = "No model answered; nothing was charged."

@@ -236,3 +236,64 @@ class RegroundTask(BaseModel):
     grounding_model: str | None = None
     grounded_at: str | None = None
     confidence: float | None = None
+
+
+class CompareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=3, max_length=500)
+    # Explicit models, else the named set's (GET /eval/models lists the sets).
+    models: list[str] | None = Field(None, min_length=1, max_length=10)
+    preset: Literal["verified", "google_native", "openrouter", "all"] = "verified"
+    prompt_type: Literal["text"] = "text"
+    timeout_seconds: float = Field(120, ge=10, le=600)
+
+
+class ModelRun(BaseModel):
+    model: str
+    success: bool
+    provider: str | None = None
+    served_as: str | None = None
+    latency_ms: int | None = None
+    output: str | None = None
+    output_length: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    error: str | None = None
+
+
+class LatencyStats(BaseModel):
+    min_ms: int
+    max_ms: int
+    mean_ms: int
+    median_ms: int
+    stdev_ms: int
+
+
+class RankedModel(BaseModel):
+    rank: int
+    model: str
+    latency_ms: int
+
+
+class Comparison(BaseModel):
+    query: str
+    models: list[str]
+    results: list[ModelRun]
+    succeeded: int
+    failed: int
+    latency: LatencyStats | None
+    ranking: list[RankedModel]
+    fastest: str | None
+    slowest: str | None
+
+
+class ComparisonReport(BaseModel):
+    comparison: Comparison
+    report: str
+
+
+class EvalModels(BaseModel):
+    presets: dict[str, int]
+    models: list[str]
+    sets: dict[str, list[str]]
