@@ -88,7 +88,13 @@ async def today(
         session, project_id, on=[(day.month, day.day)], limit=limit
     )
     items = [timepoint_item(timepoint, links) for timepoint in ours]
-    return (items + await _clockchain_today(clockchain))[:limit]
+    # The clockchain's "today" is its own clock's; ours decides.
+    theirs = [
+        item
+        for item in await _clockchain_today(clockchain)
+        if (item["month"], item["day"]) == (day.month, day.day)
+    ]
+    return (items + theirs)[:limit]
 
 
 async def weekly_prompt(
