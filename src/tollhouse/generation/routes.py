@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from tollhouse.db.session import SessionDep
@@ -22,6 +22,7 @@ from tollhouse.generation.errors import (
     GenerationTimedOut,
     NoCharacters,
     NoImage,
+    TimepointNotFound,
 )
 from tollhouse.generation.events import GenerationEvent
 from tollhouse.generation.models import Timepoint
@@ -50,6 +51,18 @@ StatusFilter = Annotated[Literal["processing", "completed", "failed"] | None, Qu
 
 
 generations = launch.generations
+
+
+async def _timepoint_id(timepoint_id: str) -> uuid.UUID:
+    """flash-contract §8.4, lenient on purpose: an id that is not a UUID names no timepoint,
+    so it is a 404 like any other unknown id (not a 422)."""
+    try:
+        return uuid.UUID(timepoint_id)
+    except ValueError as exc:
+        raise TimepointNotFound() from exc
+
+
+TimepointId = Annotated[uuid.UUID, Depends(_timepoint_id)]
 
 
 def links(request: Request) -> views.Links:
@@ -179,7 +192,7 @@ async def get_by_slug(
 
 @router.get("/{timepoint_id}", response_model=TimepointResponse)
 async def get_timepoint(
-    timepoint_id: uuid.UUID,
+    timepoint_id: TimepointId,
     request: Request,
     caller: GatewayCaller,
     session: SessionDep,
@@ -192,7 +205,7 @@ async def get_timepoint(
 
 @router.get("/{timepoint_id}/characters", response_model=CharactersResponse)
 async def get_characters(
-    timepoint_id: uuid.UUID, caller: GatewayCaller, session: SessionDep
+    timepoint_id: TimepointId, caller: GatewayCaller, session: SessionDep
 ) -> CharactersResponse:
     timepoint = await service.find_visible(session, caller, timepoint_id)
     characters = views.characters(timepoint)
@@ -203,7 +216,7 @@ async def get_characters(
 
 @router.get("/{timepoint_id}/image")
 async def get_image(
-    timepoint_id: uuid.UUID,
+    timepoint_id: TimepointId,
     request: Request,
     caller: CallerDep,
     session: SessionDep,
@@ -230,7 +243,7 @@ async def get_image(
 
 @router.get("/{timepoint_id}/tdf")
 async def get_tdf(
-    timepoint_id: uuid.UUID, caller: GatewayCaller, session: SessionDep
+    timepoint_id: TimepointId, caller: GatewayCaller, session: SessionDep
 ) -> dict[str, Any]:
     """The scene as a TDF record, as the clockchain's `ingest/tdf` takes it."""
     return tdf.record(await service.find_record(session, caller, timepoint_id))
@@ -238,7 +251,7 @@ async def get_tdf(
 
 @router.post("/{timepoint_id}/export", response_model=TimepointResponse)
 async def export_timepoint(
-    timepoint_id: uuid.UUID, request: Request, caller: GatewayCaller, session: SessionDep
+    timepoint_id: TimepointId, request: Request, caller: GatewayCaller, session: SessionDep
 ) -> TimepointResponse:
     """(Re)write the TDF record to storage; the answer says where (`blob_path`)."""
     timepoint = await service.find_to_export(session, caller, timepoint_id)
@@ -248,7 +261,7 @@ async def export_timepoint(
 
 @router.get("/{timepoint_id}/stream")
 async def follow_timepoint(
-    timepoint_id: uuid.UUID, request: Request, caller: GatewayCaller, session: SessionDep
+    timepoint_id: TimepointId, request: Request, caller: GatewayCaller, session: SessionDep
 ) -> StreamingResponse:
     """Replay a generation's events so far and follow the rest, from any replica."""
     domain = generations(request)
@@ -265,7 +278,7 @@ async def follow_timepoint(
 
 @router.patch("/{timepoint_id}/visibility", response_model=TimepointResponse)
 async def change_visibility(
-    timepoint_id: uuid.UUID,
+    timepoint_id: TimepointId,
     body: VisibilityUpdate,
     request: Request,
     caller: GatewayCaller,
@@ -277,7 +290,7 @@ async def change_visibility(
 
 @router.delete("/{timepoint_id}", response_model=Deleted)
 async def delete_timepoint(
-    timepoint_id: uuid.UUID,
+    timepoint_id: TimepointId,
     caller: GatewayCaller,
     session: SessionDep,
     permanent: bool = False,
