@@ -113,7 +113,8 @@ async def test_new_presets_run_at_their_price_and_an_unknown_one_is_422(api: Api
     assert distillable["model_permissiveness"] == "permissive"
     judged_by = {c.model for c in api.script.calls if c.schema_name == "JudgeVerdict"}
     assert "openrouter/healer-alpha" in judged_by
-    assert await api.moves(user) == [(-5, "generation"), (-10, "generation")]
+    # Both at the default preset's price (flash-contract §3.2: no cost key of their own).
+    assert await api.moves(user) == [(-5, "generation"), (-5, "generation")]
 
 
 async def test_full_responses_carry_what_clients_read(api: Api) -> None:

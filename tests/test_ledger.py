@@ -143,7 +143,7 @@ async def test_costs_are_the_contract_table_with_overrides(make_client: ClientFa
     client = await ledger_client(make_client, credit_costs={"chat": 3})
     costs = (await client.get("/api/v1/credits/costs")).json()["costs"]
     assert costs == {**DEFAULT_COSTS, "chat": 3}
-    assert len(costs) == 18
+    assert len(costs) == 19  # the contract's 18 and eval_compare
     changed = await client.put(
         "/api/v1/credits/admin/costs", json={"costs": {"generate_hd": 12}}, headers=ADMIN
     )

@@ -16,9 +16,6 @@ DEFAULT_COSTS: Mapping[str, int] = {
     "generate_hd": 10,
     "generate_hyper": 5,
     "generate_gemini3": 5,
-    "generate_free_distillable": 5,
-    "generate_frontier": 10,
-    "eval_compare": 10,
     "chat": 1,
     "temporal_jump": 2,
     "conductor_base": 5,
@@ -33,6 +30,8 @@ DEFAULT_COSTS: Mapping[str, int] = {
     "meeting_generation": 1,
     "clockchain_ingest": 1,
     "clockchain_index": 1,
+    # Ours, beside the contract's 18: one /api/v1/eval comparison.
+    "eval_compare": 10,
 }
 
 

@@ -10,6 +10,7 @@ own response stream, so replicas need no shared MCP session state.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import AsyncIterator
 
 from fastapi import Request
@@ -37,7 +38,12 @@ def build_server() -> FastMCP:
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     for name, (tool, hints) in TOOLS.items():
-        server.add_tool(refusals_as_tool_errors(tool), name=name, annotations=hints)
+        server.add_tool(
+            refusals_as_tool_errors(tool),
+            name=name,
+            description=inspect.cleandoc(tool.__doc__ or ""),
+            annotations=hints,
+        )
     return server
 
 
