@@ -64,7 +64,7 @@ async def reground(
     write the result back to the clockchain; the task's result is what the status shows."""
     figure = await clockchain.figure(entity_id)
     name = str(figure.get("display_name") or figure.get("name") or entity_id)
-    handle = f" (on X: @{x_handle})" if x_handle else ""
+    handle = f" (on X: @{x_handle.lstrip('@')})" if x_handle else ""
     query = f"The historical record of {name}{handle}"[:500]
     plan = domain.plan(GenerateRequest(query=query, preset="hd" if deep else None))
     stats = StepStats()
