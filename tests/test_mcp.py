@@ -38,14 +38,14 @@ async def base_url(database_url: str, tmp_path: Path, llm_peer: LLMPeer) -> Asyn
 
 
 async def _bearer(base_url: str, external_id: str) -> tuple[str, dict[str, str]]:
-    async with httpx.AsyncClient(base_url=base_url) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         user = await resolve(http, external_id)
         tokens = await token_pair(http, user)
     return user, {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 async def _history(base_url: str, user: str) -> list[tuple[int, str]]:
-    async with httpx.AsyncClient(base_url=base_url) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         response = await http.get("/api/v1/credits/history", headers=as_user(user))
     assert response.status_code == 200, response.text
     return [(row["amount"], row["type"]) for row in response.json()]
@@ -150,7 +150,7 @@ async def test_refusals_are_tool_errors_and_charge_nothing(base_url: str) -> Non
 
 
 async def test_without_credentials_it_is_401_in_the_contracts_shape(base_url: str) -> None:
-    async with httpx.AsyncClient(base_url=base_url) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         response = await http.post("/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
         assert response.status_code == 401
         assert response.json()["error"] == "Unauthorized"
