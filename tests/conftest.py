@@ -28,7 +28,14 @@ from tollhouse.db.models import metadata
 
 PG_URL_ENV = "TOLLHOUSE_TEST_DATABASE_URL"
 # The local Stripe peer's fixtures (stripe_peer, stripe_peer_server) for every module.
-pytest_plugins = ["stripe_peer", "llm_peer", "callback_receiver", "s3_peer", "gen_support"]
+pytest_plugins = [
+    "stripe_peer",
+    "llm_peer",
+    "callback_receiver",
+    "s3_peer",
+    "gen_support",
+    "clockchain_peer",
+]
 
 
 _skipped_postgres: list[str] = []

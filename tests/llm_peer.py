@@ -81,9 +81,13 @@ class LLMPeer:
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", self._openai, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
                 Route("/{path:path}", self._gemini, methods=["POST"]),
             ]
         )
+
+    async def _models(self, _request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": list(self.script.models)})
 
     async def _meet(self, call: Call) -> tuple[int, float | None] | None:
         failure = self.script.record(call)

@@ -49,6 +49,8 @@ class _Failure:
 class Script:
     latency: float = 0.0
     calls: list[Call] = field(default_factory=list)
+    # What `GET /v1/models` lists (OpenRouter's shape: pricing, context, modalities).
+    models: list[dict[str, Any]] = field(default_factory=list)
     _answers: dict[str, Answer] = field(default_factory=dict)
     _failures: list[_Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,6 +78,7 @@ class Script:
         with self._lock:
             self.latency = 0.0
             self.calls.clear()
+            self.models.clear()
             self._answers.clear()
             self._failures.clear()
 

@@ -8,6 +8,7 @@ through the gateway's /internal/credits/* at GATEWAY_INTERNAL_URL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from tollhouse.billing.stripe import routes as stripe_routes
 from tollhouse.config import ConfigError, Settings, load_settings
 from tollhouse.console import routes as console_routes
 from tollhouse.db.engine import Database
+from tollhouse.generation import discovery_routes, eval_routes, model_routes
 from tollhouse.generation import privacy as _generation_privacy  # noqa: F401 - export section
 from tollhouse.generation import routes as generation_routes
 from tollhouse.identity import routes as identity_routes
@@ -40,6 +42,8 @@ from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tollhouse.ledger import routes as ledger_routes
+from tollhouse.mcp.server import PATH as MCP_PATH
+from tollhouse.mcp.server import McpEndpoint
 from tollhouse.platform_api import oauth as platform_oauth
 from tollhouse.platform_api import operator as platform_operator
 from tollhouse.platform_api import routes as platform_routes
@@ -95,6 +99,7 @@ def create_app(
         pool_pre_ping=settings.database_pool_pre_ping,
     )
     metrics = HttpMetrics()
+    mcp = McpEndpoint() if role != "billing" else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,12 +141,16 @@ def create_app(
             )
         jobs = wiring.background_jobs(settings, database, generation, app.state.assets)
         jobs.start()
+        mcp_running = contextlib.AsyncExitStack()
+        if mcp is not None:
+            await mcp_running.enter_async_context(mcp.running())
         log.info(
             "started", version=__version__, database=database.backend, env=settings.tollhouse_env
         )
         try:
             yield
         finally:
+            await mcp_running.aclose()
             await jobs.stop()
             if generation is not None:
                 await generation.close()
@@ -175,6 +184,8 @@ def create_app(
         app.include_router(apple_routes.webhook)
     else:
         _include_gateway(app, settings, forwards_billing)
+    if mcp is not None:
+        app.mount(MCP_PATH, mcp)
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.
@@ -221,3 +232,8 @@ def _include_gateway(app: FastAPI, settings: Settings, forwards_billing: bool) -
     app.include_router(platform_oauth.router)
     app.include_router(platform_operator.router)
     web_routes.include(app)
+    app.include_router(model_routes.router)
+    app.include_router(eval_routes.router)
+    app.include_router(discovery_routes.entity_routes)
+    app.include_router(discovery_routes.content_routes)
+    app.include_router(discovery_routes.internal)

@@ -88,6 +88,9 @@ class SubscriptionPlanConfig(BaseModel):
     currency: str = Field("usd", min_length=3, max_length=3)
     apple_product_id: str | None = Field(None, min_length=1, max_length=255)
     stripe_price_id: str | None = Field(None, min_length=1, max_length=255)
+    # The tier clients see in /billing/status `subscription_tier` (timepoint-mcp reads it);
+    # unset: the plan's id.
+    tier: str | None = Field(None, min_length=1, max_length=40)
 
 
 class BillingProductsConfig(BaseModel):
@@ -365,8 +368,15 @@ class Settings(BaseSettings):
     generation_events_retention_seconds: int = Field(600, ge=1)
     # Public pages of public timepoints: SHARE_URL_BASE + "/" + slug.
     share_url_base: str | None = None
-    # This service's public address, for absolute image URLs (unset: relative URLs).
+    # This service's public address, for absolute image URLs (unset: the address each
+    # request came in on).
     public_base_url: str | None = None
+    # /api/v1/eval for every caller (each pays `eval_compare`), not only operators.
+    eval_open_to_users: bool = False
+    # How long /api/v1/models keeps the providers' model catalogues.
+    models_cache_seconds: float = Field(3600.0, ge=0)
+    # Private timepoints' image URLs are signed and stop working after this long.
+    image_url_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
     # async generate's callback_url: attempts and the first backoff (doubling).
     callback_max_attempts: int = Field(4, ge=1, le=10)
     callback_backoff_seconds: float = Field(1.0, ge=0)
