@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from support import PEPPER, ClientFactory, app_of, assert_error
 from tollhouse.catalog.models import Tier
 from tollhouse.cli import app as cli
+from tollhouse.config import load_settings
 from tollhouse.identity.models import User
 from tollhouse.kit.clock import utcnow
 from tollhouse.tenancy.models import AuditEntry, DeveloperToken, Project
@@ -608,6 +609,7 @@ async def test_cli_platform_projects_and_keys(
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("TOLLHOUSE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TOLLHOUSE_SECRET_PEPPER", PEPPER)
+    load_settings(_env_file=None)  # the home's other secrets, as `tollhouse serve` makes them
 
     async def run(*args: str) -> Any:
         result = await asyncio.to_thread(CliRunner().invoke, cli, list(args))

@@ -126,7 +126,7 @@ async def connected_account_counts(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(
         select(StripeConnection.mode, func.count()).group_by(StripeConnection.mode)
     )
-    return {str(mode): int(count) for mode, count in rows.tuples()}
+    return {str(mode): int(count) for mode, count in rows.all()}
 
 
 async def account_of(session: AsyncSession, platform_id: str, mode: str) -> str:
