@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -150,7 +151,9 @@ class Settings(BaseSettings):
     database_pool_pre_ping: bool = False
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     log_level: str = "INFO"
-    log_json: bool = True
+    # JSON log lines (true) or coloured human lines (false); unset: human lines in a
+    # development terminal, JSON in production or when the output is not a terminal.
+    log_json: bool | None = None
 
     # Identity
     auth_enabled: bool = True
@@ -178,6 +181,8 @@ class Settings(BaseSettings):
     console_signups_per_minute: int = Field(5, ge=1, le=1000)
     # Lifetime of end-user tokens minted by POST /api/customers/{id}/token.
     end_user_token_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
+    # How often API keys' last use is written (one statement for every key used meanwhile).
+    key_usage_flush_seconds: float = Field(1.0, gt=0)
 
     # Service-to-service and operator credentials
     flash_service_key: SecretStr | None = None
@@ -377,6 +382,12 @@ class Settings(BaseSettings):
         if self.allow_private_upstreams is not None:
             return self.allow_private_upstreams
         return self.tollhouse_env == "development"
+
+    @property
+    def logs_as_json(self) -> bool:
+        if self.log_json is not None:
+            return self.log_json
+        return self.is_production or not sys.stdout.isatty()
 
     @property
     def is_production(self) -> bool:
