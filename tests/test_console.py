@@ -223,7 +223,6 @@ async def test_keys_show_when_they_were_last_used_written_in_one_batch(
     assert await usage.flush(app.state.database) == 0  # nothing new: no statement at all
 
 
-
 async def test_project_keys_are_shown_once_and_the_secret_authenticates(
     client: httpx.AsyncClient,
 ) -> None:

@@ -381,7 +381,9 @@ async def test_json_body_without_its_content_type_is_told_so(client: httpx.Async
         assert "Content-Type: application/json" in body["message"]
         assert (content_type or "nothing") in body["message"]
     # A missing body is still the validation error it was; a JSON body is served.
-    assert_error(await client.post("/api/v1/users/resolve", headers=SERVICE), 422, "validation_error")
+    assert_error(
+        await client.post("/api/v1/users/resolve", headers=SERVICE), 422, "validation_error"
+    )
     assert (await resolve(client, "x")) is not None
 
 

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import threading
@@ -49,6 +50,7 @@ from scene_script import script_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+BASH = shutil.which("bash") or "/bin/bash"
 DIRECTIVE = re.compile(r"^<!--\s*readme-test:\s*(?P<verb>skip|restart)\b(?P<rest>.*?)-->\s*$")
 OUTPUT_LIKE = re.compile(r"^(\{|\[|…|data: |HTTP/)")
 COMMAND_SECONDS = 120
@@ -78,7 +80,9 @@ class Block:
 
 def _complete(text: str) -> bool:
     """Whether `text` is a whole shell command (bash itself decides)."""
-    checked = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)  # noqa: S603, S607
+    checked = subprocess.run(  # noqa: S603 - bash reading the README's own text
+        [BASH, "-n"], input=text, capture_output=True, text=True, check=False
+    )
     return checked.returncode == 0
 
 
@@ -260,8 +264,8 @@ class Shell:
 
     def __init__(self, cwd: Path, env: dict[str, str]) -> None:
         self.dir = cwd
-        self.bash = subprocess.Popen(  # noqa: S603, S607
-            ["bash", "--norc", "--noprofile"],
+        self.bash = subprocess.Popen(  # noqa: S603 - the README's commands, on purpose
+            [BASH, "--norc", "--noprofile"],
             cwd=cwd,
             env=env,
             stdin=subprocess.PIPE,

@@ -1,7 +1,8 @@
 """When each API key was last used, recorded off the request path.
 
 A request only notes its key in a dict (no I/O, no lock: one event loop); a background job
-writes what was noted every KEY_USAGE_FLUSH_SECONDS (1 s), and once more at shutdown, as one UPDATE for all keys.
+writes what was noted every KEY_USAGE_FLUSH_SECONDS (1 s), and once more at shutdown, as one
+UPDATE for all keys.
 So `last_used_at` lags by about a second and a busy key costs one row write per flush,
 not one per request.
 """

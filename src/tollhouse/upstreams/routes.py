@@ -140,8 +140,7 @@ async def clockchain_not_configured(request: Request) -> Response:
     if not upstream_context(request).settings.clockchain_enabled:
         raise ClockchainNotConfigured("The clockchain is turned off (CLOCKCHAIN_ENABLED=false).")
     raise ClockchainNotConfigured(
-        "The clockchain is not configured: set CLOCKCHAIN_SERVICE_URL (and "
-        "CLOCKCHAIN_SERVICE_KEY)."
+        "The clockchain is not configured: set CLOCKCHAIN_SERVICE_URL (and CLOCKCHAIN_SERVICE_KEY)."
     )
 
 
