@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import sys
+from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -74,15 +76,20 @@ def run(
     migrate_embedded(settings)
     import asyncio
 
-    from tollhouse import wiring
     from tollhouse.db.engine import Database
     from tollhouse.kit.errors import TollhouseError
+    from tollhouse.tenancy.service import ensure_home_project
 
     async def main() -> T:
         database = Database(settings.effective_database_url)
         try:
             async with database.session() as session:
-                home = await wiring.home_project_id(session, settings)
+                # What wiring.home_project_id does, without importing every domain's wiring.
+                home = (
+                    await ensure_home_project(
+                        session, settings.home_platform_name, settings.home_project_name
+                    )
+                ).id
                 return await work(session, home, settings)
         finally:
             await database.dispose()
@@ -93,6 +100,19 @@ def run(
         fail(f"{exc.code}: {exc.message}", 1)
     except database_errors() as exc:
         database_unreachable(settings, exc)
+
+
+@contextmanager
+def progress(message: str, *, as_json: bool) -> Iterator[None]:
+    """A `rich` spinner on stderr while a long command works (people only: never in JSON
+    mode or when stderr is not a terminal)."""
+    if as_json or not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(message):
+        yield
 
 
 def emit_json(value: Any) -> None:

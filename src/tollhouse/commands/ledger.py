@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tollhouse.commands.common import JsonOption, emit, emit_json, fail, run, say
+from tollhouse.commands.common import JsonOption, emit, emit_json, fail, progress, run, say
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +28,8 @@ def ledger_verify(json_output: JsonOption = False) -> None:
     async def work(session: AsyncSession, _home: str, _settings: Settings) -> AuditReport:
         return await ledger.audit(session)
 
-    report = run(work, needs_secrets=False)
+    with progress("Checking every balance against its log…", as_json=json_output):
+        report = run(work, needs_secrets=False)
     if json_output:
         emit_json(
             {

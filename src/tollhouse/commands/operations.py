@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tollhouse.commands.common import JsonOption, emit, load, run
+from tollhouse.commands.common import JsonOption, emit, load, progress, run
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,10 +31,8 @@ def config(
         typer.echo(config_docs.env_example(), nl=False)
         return
     docs = config_docs.describe(load("skip"))
-    rows = [asdict(doc) for doc in docs]
-    if not json_output:
-        rows = [{k: v for k, v in row.items() if k not in ("secret", "default")} for row in rows]
-    emit(rows, as_json=json_output, title="Settings", columns=None)
+    columns = None if json_output else ("name", "source", "value", "meaning")
+    emit([asdict(doc) for doc in docs], as_json=json_output, title="Settings", columns=columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +161,8 @@ def doctor(json_output: JsonOption = False) -> None:
     import asyncio
 
     settings = load("skip")
-    checks = asyncio.run(_checks(settings))
+    with progress("Checking…", as_json=json_output):
+        checks = asyncio.run(_checks(settings))
     emit([asdict(c) for c in checks], as_json=json_output, title="tollhouse doctor")
     if any(c.status == "problem" for c in checks):
         raise typer.Exit(1)

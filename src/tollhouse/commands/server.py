@@ -99,7 +99,8 @@ def migrate(json_output: JsonOption = False) -> None:
     from tollhouse.db import migrate as migrations
 
     try:
-        applied = migrations.upgrade(settings.effective_database_url)
+        with progress("Migrating…", as_json=json_output):
+            applied = migrations.upgrade(settings.effective_database_url)
     except database_errors() as exc:
         database_unreachable(settings, exc)
     head = migrations.head_revision()

@@ -27,6 +27,8 @@ def upgrade(url: str, revision: str = "head") -> list[str]:
     """Bring the database at `url` to `revision`; the migrations applied, oldest first
     ("0010 image deletions"). Blocking: call it outside the event loop."""
     before = asyncio.run(current_revision(url))
+    if revision == "head" and before == head_revision():
+        return []  # skips loading env.py and every model: the common case is cheap
     command.upgrade(alembic_config(url), revision)
     after = asyncio.run(current_revision(url))
     if after is None or after == before:
