@@ -17,6 +17,7 @@ from tollhouse.commands.common import (
     fail,
     load,
     migrate_embedded,
+    progress,
 )
 
 # `tollhouse.app.Role`, spelled here so `--help` does not import the application.
