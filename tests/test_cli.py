@@ -4,7 +4,9 @@ home shared with the server, listings with --json, `config`, `doctor`, a light s
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -18,7 +20,8 @@ from typer.testing import CliRunner
 from cli_support import tollhouse
 from support import ADMIN_KEY, PEPPER, SERVICE, resolve
 from tollhouse.cli import app as cli
-from tollhouse.config import load_settings
+from tollhouse.config import Settings, load_settings
+from tollhouse.kit.logging import configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,3 +239,41 @@ async def test_doctor_names_what_is_misconfigured(
     assert checks["stripe (test)"]["status"] == "problem"
     assert "STRIPE_WEBHOOK_SECRET_TEST" in checks["stripe (test)"]["detail"]
     assert checks["upstream maps"]["status"] == "problem"
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("env", "log_json", "terminal", "as_json"),
+    [
+        ("development", None, True, False),  # a developer's terminal: coloured lines
+        ("development", None, False, True),  # piped or collected: JSON
+        ("production", None, True, True),  # production: JSON, even on a terminal
+        ("development", True, True, True),  # LOG_JSON decides when set
+        ("production", False, False, False),
+    ],
+)
+def test_logs_are_human_in_a_dev_terminal_and_json_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, env: str, log_json: bool | None, terminal: bool, as_json: bool
+) -> None:
+    stream = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stream)
+    settings = Settings.model_validate({"tollhouse_env": env, "log_json": log_json})
+    assert settings.logs_as_json is as_json
+    try:
+        configure_logging("INFO", json=settings.logs_as_json, stream=stream)
+        logging.getLogger("tollhouse.test").info("hello %s", "there", extra={"token": "x"})
+    finally:
+        configure_logging("WARNING", json=True)
+    line = stream.getvalue().strip()
+    if as_json:
+        assert json.loads(line)["event"] == "hello there"
+    else:
+        assert "hello there" in line
+        assert "\x1b[" in line  # coloured
