@@ -116,7 +116,8 @@ def progress(message: str, *, as_json: bool) -> Iterator[None]:
 
 
 def emit_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
+    """One line of JSON (for `jq`, scripts and the README's checked output)."""
+    typer.echo(json.dumps(value, default=str))
 
 
 def emit(
