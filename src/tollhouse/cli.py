@@ -18,6 +18,7 @@ app = typer.Typer(
     help="Tollhouse: the front door of paid APIs.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals hold secrets
+    rich_markup_mode=None,  # plain help: rendering it with rich costs more than the 0.5 s budget
 )
 
 

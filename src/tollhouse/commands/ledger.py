@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from tollhouse.config import Settings
     from tollhouse.ledger.service import AuditReport
 
-ledger_app = typer.Typer(help="The credit ledger.", no_args_is_help=True)
-credits_app = typer.Typer(help="Users' credits: grants and history.", no_args_is_help=True)
+ledger_app = typer.Typer(rich_markup_mode=None, help="The credit ledger.", no_args_is_help=True)
+credits_app = typer.Typer(
+    rich_markup_mode=None, help="Users' credits: grants and history.", no_args_is_help=True
+)
 UserArgument = Annotated[str, typer.Argument(help="User id or external id (home project).")]
 
 

@@ -14,8 +14,12 @@ if TYPE_CHECKING:
 
     from tollhouse.config import Settings
 
-stripe_app = typer.Typer(help="Stripe as this server sees it.", no_args_is_help=True)
-upstreams_app = typer.Typer(help="Upstreams: the operator's and developers'.", no_args_is_help=True)
+stripe_app = typer.Typer(
+    rich_markup_mode=None, help="Stripe as this server sees it.", no_args_is_help=True
+)
+upstreams_app = typer.Typer(
+    rich_markup_mode=None, help="Upstreams: the operator's and developers'.", no_args_is_help=True
+)
 
 
 def config(

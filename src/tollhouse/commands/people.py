@@ -14,9 +14,15 @@ if TYPE_CHECKING:
     from tollhouse.config import Settings
     from tollhouse.identity.service import TokenPair
 
-users_app = typer.Typer(help="Users of the home project (or a platform project's end users).")
-tokens_app = typer.Typer(help="Access and refresh tokens.", no_args_is_help=True)
-secrets_app = typer.Typer(help="Development secrets kept in TOLLHOUSE_HOME.", no_args_is_help=True)
+users_app = typer.Typer(
+    rich_markup_mode=None, help="Users of the home project (or a platform project's end users)."
+)
+tokens_app = typer.Typer(
+    rich_markup_mode=None, help="Access and refresh tokens.", no_args_is_help=True
+)
+secrets_app = typer.Typer(
+    rich_markup_mode=None, help="Development secrets kept in TOLLHOUSE_HOME.", no_args_is_help=True
+)
 
 
 @users_app.command("resolve")

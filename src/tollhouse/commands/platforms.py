@@ -15,11 +15,15 @@ if TYPE_CHECKING:
 
     from tollhouse.config import Settings
 
-platform_app = typer.Typer(help="Developer platforms.", no_args_is_help=True)
-projects_app = typer.Typer(help="Projects of a platform.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys of projects.", no_args_is_help=True)
+platform_app = typer.Typer(rich_markup_mode=None, help="Developer platforms.", no_args_is_help=True)
+projects_app = typer.Typer(
+    rich_markup_mode=None, help="Projects of a platform.", no_args_is_help=True
+)
+keys_app = typer.Typer(rich_markup_mode=None, help="API keys of projects.", no_args_is_help=True)
 tiers_app = typer.Typer(
-    help="Tiers (subscriptions) and products of projects.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Tiers (subscriptions) and products of projects.",
+    no_args_is_help=True,
 )
 ProjectOption = Annotated[str, typer.Option("--project", help="The project's id (prj_…).")]
 
