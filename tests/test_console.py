@@ -187,6 +187,10 @@ async def test_keys_show_when_they_were_last_used_written_in_one_batch(
 ) -> None:
     # The periodic flush is pushed out of the way: the test flushes when it means to.
     client = await make_client(key_usage_flush_seconds=3600)
+    app = app_of(client)
+    usage = app.state.identity.key_usage
+    used_at = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
+    usage.clock = lambda: used_at
     auth = await signup(client)
     created = await create_project(client, auth)
     project_id = created["project"]["id"]
@@ -195,13 +199,7 @@ async def test_keys_show_when_they_were_last_used_written_in_one_batch(
     for _ in range(3):  # cached after the first: each use is still noted
         assert (await client.get("/api/tiers", headers=pk)).status_code == 200
     assert (await client.get("/api/dashboard", headers=sk)).status_code == 200
-
-    app = app_of(client)
-    usage = app.state.identity.key_usage
     assert usage.pending == 2  # noted in memory: nothing written on the request path
-    used_at = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
-    usage.clock = lambda: used_at
-    assert (await client.get("/api/tiers", headers=pk)).status_code == 200
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -217,10 +215,17 @@ async def test_keys_show_when_they_were_last_used_written_in_one_batch(
     assert len(statements) == 1
     assert usage.pending == 0
     keys = (await client.get(f"{API}/projects/{project_id}/keys", headers=auth)).json()["keys"]
-    last_used = {k["kind"]: k["last_used_at"] for k in keys}
-    assert datetime.fromisoformat(last_used["publishable"]) == used_at
-    assert last_used["secret"] is not None
+    last_used = {k["kind"]: datetime.fromisoformat(k["last_used_at"]) for k in keys}
+    assert last_used == {"publishable": used_at, "secret": used_at}
     assert await usage.flush(app.state.database) == 0  # nothing new: no statement at all
+
+    later = used_at + timedelta(minutes=5)
+    usage.clock = lambda: later
+    assert (await client.get("/api/tiers", headers=pk)).status_code == 200
+    assert await usage.flush(app.state.database) == 1
+    keys = (await client.get(f"{API}/projects/{project_id}/keys", headers=auth)).json()["keys"]
+    last_used = {k["kind"]: datetime.fromisoformat(k["last_used_at"]) for k in keys}
+    assert last_used == {"publishable": later, "secret": used_at}
 
 
 async def test_project_keys_are_shown_once_and_the_secret_authenticates(

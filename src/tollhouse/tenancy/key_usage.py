@@ -25,8 +25,11 @@ class KeyUsage:
         self._pending: dict[str, datetime] = {}
 
     def touch(self, key_id: str) -> None:
-        """Note that `key_id` was used now (the hot path: one dict write)."""
-        self._pending[key_id] = self.clock()
+        """Note that `key_id` was used now. The hot path: a key already noted in this window
+        costs one dict lookup (its time is then the window's first use, at most one flush
+        interval before its last)."""
+        if key_id not in self._pending:
+            self._pending[key_id] = self.clock()
 
     @property
     def pending(self) -> int:
@@ -46,7 +49,7 @@ class KeyUsage:
                     .execution_options(synchronize_session=False)
                 )
         except BaseException:
-            # Keep what could not be written for the next flush (newer uses win).
+            # Keep what could not be written for the next flush (newer notes win).
             self._pending = noted | self._pending
             raise
         return len(noted)
