@@ -58,8 +58,6 @@ ELLIPSIS = "…"
 ANY = "<readme-test:any>"  # a wildcard value, once the pattern is JSON
 MORE = "<readme-test:more>"  # "and more keys / items"
 
-pytestmark = pytest.mark.slow
-
 
 # --- reading the README ----------------------------------------------------------------------
 
@@ -367,6 +365,7 @@ def readme_server(tmp_path: Path, llm_peer: LLMPeer) -> Iterator[tuple[Server, S
         server.stop()
 
 
+@pytest.mark.slow  # a server, generations, ~80 commands: 2-3 minutes
 def test_every_readme_block_runs_in_order(readme_server: tuple[Server, Shell, LLMPeer]) -> None:
     server, shell, llm = readme_server
     ports = {"8000": str(server.port), "9000": str(free_port())}
