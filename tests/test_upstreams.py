@@ -319,7 +319,7 @@ async def test_clockchain_writes_hold_and_capture_or_release(served: Served) -> 
     assert await balance(served, user) == before - 2
 
 
-async def test_clockchain_unreachable_releases_and_disabled_is_404(serve: Serve) -> None:
+async def test_clockchain_unreachable_releases_and_unset_says_so(serve: Serve) -> None:
     dead = await serve(clockchain_service_url=f"http://127.0.0.1:{free_port()}")
     user = await resolve(dead.setup, "cc-dead")
     before = await balance(dead, user)
@@ -333,8 +333,15 @@ async def test_clockchain_unreachable_releases_and_disabled_is_404(serve: Serve)
 
     off = await serve(clockchain_enabled=False)
     response = await off.http.get("/api/v1/clockchain/search?q=apollo", headers=SERVICE)
-    assert_error(response, 404, "not_found")
+    body = assert_error(response, 503, "upstream_not_configured")
+    assert "CLOCKCHAIN_ENABLED=false" in body["message"]
     assert "upstreams" not in (await off.http.get("/health/deep")).json()
+    unset = await serve(clockchain_service_url=None)
+    response = await unset.http.post(
+        "/api/v1/clockchain/ingest/subgraph", json={"nodes": []}, headers=as_user(user)
+    )
+    body = assert_error(response, 503, "upstream_not_configured")
+    assert "set CLOCKCHAIN_SERVICE_URL" in body["message"]
 
 
 # --- developers' APIs under /gw ----------------------------------------------------------------

@@ -91,7 +91,7 @@ def create_app(
     forwards_billing = role != "billing" and settings.billing_service_url is not None
     if role == "billing" and not settings.gateway_internal_url:
         raise ConfigError("--role billing needs GATEWAY_INTERNAL_URL (the gateway's address).")
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.logs_as_json)
     database = Database(
         settings.effective_database_url,
         pool_size=settings.database_pool_size,
@@ -140,6 +140,12 @@ def create_app(
                 settings, database, metrics.registry
             )
         jobs = wiring.background_jobs(settings, database, generation, app.state.assets)
+        key_usage = app.state.identity.key_usage
+
+        async def record_key_usage() -> None:  # every second: not worth a log line each time
+            await key_usage.flush(database)
+
+        jobs.every(settings.key_usage_flush_seconds, "record_key_usage", record_key_usage)
         jobs.start()
         mcp_running = contextlib.AsyncExitStack()
         if mcp is not None:
@@ -152,6 +158,7 @@ def create_app(
         finally:
             await mcp_running.aclose()
             await jobs.stop()
+            await key_usage.flush(database)
             if generation is not None:
                 await generation.close()
             await app.state.rate_limiter.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, cast
 
@@ -65,6 +65,7 @@ from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.tenancy import developers
 from tollhouse.tenancy import service as tenancy
 from tollhouse.tenancy.developers import PERSONAL_TOKEN_PREFIX, TokenKind
+from tollhouse.tenancy.key_usage import KeyUsage
 from tollhouse.tenancy.service import KeyMatch
 
 PLATFORM_KEY_PREFIXES = ("sk_test_", "sk_live_", "pk_test_", "pk_live_")
@@ -117,6 +118,8 @@ class IdentityContext:
     project_issuers: ProjectIssuers
     key_cache: TTLCache[str, KeyMatch]
     user_created_hooks: tuple[service.UserCreatedHook, ...] = ()
+    # API keys' last use, written in batches off the request path.
+    key_usage: KeyUsage = field(default_factory=KeyUsage)
 
     @property
     def pepper(self) -> str:
@@ -184,6 +187,7 @@ class _UserLookup:
             if match.expires_at is not None:
                 ttl = min(ttl, (match.expires_at - utcnow()).total_seconds())
             cache.put(plaintext, match, ttl)
+        self.context.key_usage.touch(match.key_id)
         return match
 
 
