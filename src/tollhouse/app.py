@@ -32,10 +32,12 @@ from tollhouse.generation import privacy as _generation_privacy  # noqa: F401 - 
 from tollhouse.generation import routes as generation_routes
 from tollhouse.identity import routes as identity_routes
 from tollhouse.kit.errors import install_error_handlers
+from tollhouse.kit.hot_routes import HotRoutes
 from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tollhouse.ledger import routes as ledger_routes
+from tollhouse.platform_api import hot as platform_hot
 from tollhouse.platform_api import routes as platform_routes
 from tollhouse.upstreams import routes as upstream_routes
 
@@ -115,7 +117,8 @@ def create_app(
             generation = app.state.generation = wiring.generations(
                 settings, database, metrics.registry
             )
-        jobs = wiring.background_jobs(settings, database, generation)
+        app.state.meter = wiring.meter(settings, database)
+        jobs = wiring.background_jobs(settings, database, generation, app.state.meter)
         jobs.start()
         log.info(
             "started", version=__version__, database=database.backend, env=settings.tollhouse_env
@@ -124,6 +127,7 @@ def create_app(
             yield
         finally:
             await jobs.stop()
+            await app.state.meter.close()
             if generation is not None:
                 await generation.close()
             await app.state.rate_limiter.close()
@@ -154,6 +158,8 @@ def create_app(
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.
+    if role != "billing":  # the metered Platform API calls, without the router's scan
+        app.add_middleware(HotRoutes, routes=platform_hot.ROUTES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     if settings.cors_enabled:
