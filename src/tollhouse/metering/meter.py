@@ -379,7 +379,7 @@ class MemoryStore:
 
 # KEYS[1]: the user's counter (a hash: plan, count, start, end; times in epoch ms).
 # ARGV: plan, now, units, cap (-1: unlimited), then the seed: count ("" when the caller has
-# not read the durable counter yet), start, end, expire-at.
+# not read the durable counter yet), start, end, time to live (ms, from the caller's clock).
 # Returns {count, start, end} when counted, {-1, count} when over the cap, {-2} for a seed.
 _COUNT_SCRIPT = """
 local plan = redis.call('HGET', KEYS[1], 'plan')
@@ -387,7 +387,7 @@ local ending = tonumber(redis.call('HGET', KEYS[1], 'end') or '0')
 if plan ~= ARGV[1] or ending <= tonumber(ARGV[2]) then
   if ARGV[5] == '' then return {-2} end
   redis.call('HSET', KEYS[1], 'plan', ARGV[1], 'count', ARGV[5], 'start', ARGV[6], 'end', ARGV[7])
-  redis.call('PEXPIREAT', KEYS[1], ARGV[8])
+  redis.call('PEXPIRE', KEYS[1], ARGV[8])
 end
 local count = tonumber(redis.call('HGET', KEYS[1], 'count'))
 local units = tonumber(ARGV[3])
@@ -436,7 +436,7 @@ class RedisStore:
             # Start the period in the durable counter first, so flushes land in it.
             count, start, end = await quota.open_period(session, user, tier, now)
             count += meter.unwritten((user.id, tier.slug, start))
-            args[4:] = [count, _ms(start), _ms(end), _ms(end) + _KEY_GRACE_MS]
+            args[4:] = [count, _ms(start), _ms(end), _ms(end) - _ms(now) + _KEY_GRACE_MS]
             answer = await self._script(keys=[self._key(user)], args=args)
         if int(answer[0]) == _OVER_CAP:
             assert tier.limit is not None
