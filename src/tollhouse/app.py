@@ -36,6 +36,7 @@ from tollhouse.kit.hot_routes import HotRoutes
 from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from tollhouse.kit.shedding import LoadShedding
 from tollhouse.ledger import routes as ledger_routes
 from tollhouse.platform_api import hot as platform_hot
 from tollhouse.platform_api import routes as platform_routes
@@ -161,6 +162,8 @@ def create_app(
     if role != "billing":  # the metered Platform API calls, without the router's scan
         app.add_middleware(HotRoutes, routes=platform_hot.ROUTES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.max_concurrent_requests:
+        app.add_middleware(LoadShedding, max_in_flight=settings.max_concurrent_requests)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     if settings.cors_enabled:
         app.add_middleware(

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollhouse import __version__, wiring
+from tollhouse import __version__, serving, wiring
 from tollhouse.app import ROLE_ENV, Role
 from tollhouse.config import ConfigError, Settings, load_settings, read_dev_secrets
 from tollhouse.db import migrate as migrations
@@ -80,8 +80,6 @@ def serve(
     ] = "all",
 ) -> None:
     """Serve the API. The embedded SQLite database is migrated automatically."""
-    import uvicorn
-
     # The app factory runs in uvicorn (in each worker): it reads the role from the environment.
     os.environ[ROLE_ENV] = role
 
@@ -99,16 +97,8 @@ def serve(
         f"([bold]{'SQLite' if settings.is_embedded_database else 'PostgreSQL'}[/bold], "
         f"{settings.tollhouse_env}, role {role})"
     )
-    uvicorn.run(
-        "tollhouse.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_config=None,
-        proxy_headers=True,
-    )
+    # Each worker its own SO_REUSEPORT socket, so the kernel splits connections (serving.py).
+    serving.run(host, port, workers, access_log=False, log_config=None, proxy_headers=True)
 
 
 @app.command()

@@ -30,38 +30,28 @@ ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 class HotRoutes:
-    """`routes`: (method, path) → an endpoint returning a Response or a JSON-able value."""
+    """`routes`: (method, path) → (the app's route there, for its template; an endpoint
+    returning a Response or a JSON-able value)."""
 
-    def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], Endpoint]) -> None:
+    def __init__(
+        self, app: ASGIApp, routes: Mapping[tuple[str, str], tuple[BaseRoute, Endpoint]]
+    ) -> None:
         self.app = app
         self.routes = dict(routes)
-        self._templates: dict[tuple[str, str], BaseRoute | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = (
-            self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        )
-        if endpoint is None:
+        hot = self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if hot is None:
             await self.app(scope, receive, send)
             return
+        scope["route"], endpoint = hot
         request = Request(scope, receive)
-        scope["route"] = self._route_of(scope)
         try:
             result = await endpoint(request)
             response = result if isinstance(result, Response) else _json(result)
         except Exception as exc:
             response = await self._handled(request, exc)
         await response(scope, receive, send)
-
-    def _route_of(self, scope: Scope) -> BaseRoute | None:
-        """The app's own route for this path (for the metrics label), found once."""
-        key = (scope["method"], scope["path"])
-        if key not in self._templates:
-            app = scope["app"]
-            self._templates[key] = next(
-                (r for r in app.routes if getattr(r, "path", None) == key[1]), None
-            )
-        return self._templates[key]
 
     async def _handled(self, request: Request, exc: Exception) -> Response:
         """What the app's exception handlers answer for `exc` (kit/errors.py)."""

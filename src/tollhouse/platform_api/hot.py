@@ -15,8 +15,10 @@ import json
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
+from starlette.routing import BaseRoute
 
 from tollhouse.db.session import database, unit_of_work
 from tollhouse.kit.hot_routes import Endpoint
@@ -78,7 +80,15 @@ async def get_usage(request: Request) -> Any:
         return await routes.get_usage(caller, request, session)
 
 
-ROUTES: dict[tuple[str, str], Endpoint] = {
-    ("POST", "/api/data"): track_usage,
-    ("GET", "/api/usage"): get_usage,
+def _route(method: str, path: str) -> BaseRoute:
+    return next(
+        route
+        for route in routes.router.routes
+        if isinstance(route, APIRoute) and route.path == path and method in (route.methods or ())
+    )
+
+
+ROUTES: dict[tuple[str, str], tuple[BaseRoute, Endpoint]] = {
+    ("POST", "/api/data"): (_route("POST", "/api/data"), track_usage),
+    ("GET", "/api/usage"): (_route("GET", "/api/usage"), get_usage),
 }
