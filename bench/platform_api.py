@@ -311,8 +311,8 @@ def run(args: argparse.Namespace, out: Console) -> bool:
                 server.base_url, args.duration, args.overload_connections, "raw", server.pid
             )
             label = f"POST /api/data, {args.overload_connections} connections (503s = errors)"
-            result = pool.submit(run_load, overload, dataclasses.replace(data, label=label)).result()
-            results.append(result)
+            past_capacity = dataclasses.replace(data, label=label)
+            results.append(pool.submit(run_load, overload, past_capacity).result())
         resolver, plain = asyncio.run(_lookups_per_second(data_dir, url, secret))
     table, passed = _table(results, resolver, plain, args, split)
     out.print(table)
