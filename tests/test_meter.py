@@ -242,3 +242,19 @@ async def test_an_app_counts_without_the_database_until_it_flushes(
     meter: Meter = app_of(client).state.meter
     assert await meter.flush() == 2  # the counter and the day
     assert (await client.get("/api/usage", headers=headers)).json()["usageCount"] == 3
+
+
+async def test_a_refund_gives_units_back_to_the_live_and_the_durable_count(
+    make_meter: MakeMeter, world: World
+) -> None:
+    """What `/gw` needs when an upstream fails after the unit was counted."""
+    meter = make_meter(lease_units=3)
+    for _ in range(3):
+        await tracked(meter, world, "ten")
+    async with unit_of_work(world.db) as session:
+        assert await meter.refund(session, world.alice, 2) == 1
+        assert await meter.refund(session, world.alice, 5) is None  # only 1 left
+    succeeded = await burst([meter], world, 20)
+    assert len(succeeded) == 9
+    await meter.flush()
+    assert await stored_count(world) == 10

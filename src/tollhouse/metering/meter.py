@@ -90,6 +90,11 @@ class Store(Protocol):
 
     async def peek(self, user: User, tier: PlanLimit, now: datetime) -> Usage | None: ...
 
+    async def refund(self, meter: Meter, user: User, units: int) -> tuple[bool, int | None]:
+        """(whether the live count knows the user's period, the count after the refund or
+        None when fewer units were counted)."""
+        ...
+
     def give_back(self) -> list[tuple[CounterKey, int]]: ...
 
     async def close(self) -> None: ...
@@ -155,6 +160,17 @@ class Meter:
         if live is not None:
             return live
         return await quota.check(session, user, plan, now, cache_seconds=cache_seconds)
+
+    async def refund(self, session: AsyncSession, user: User, units: int) -> int | None:
+        """Give back `units` of the current period (work that failed after it was counted,
+        as `/gw` does when the upstream fails): the new count, or None when there is nothing
+        to give back. The daily series keeps them, as quota.refund's does."""
+        if units < 1:
+            raise ValueError("units must be at least 1")
+        known, count = await self.store.refund(self, user, units)
+        if known:
+            return count
+        return await quota.refund(session, user, units, self.clock())
 
     async def _tier(
         self, session: AsyncSession, user: User, plan: str, cache_seconds: float
@@ -364,6 +380,19 @@ class MemoryStore:
             return None
         return standing.usage()
 
+    async def refund(self, meter: Meter, user: User, units: int) -> tuple[bool, int | None]:
+        standing = self._standings.get(user.id)
+        if standing is None or meter.clock() >= standing.period_end:
+            return False, None
+        if standing.used < units:
+            return True, None
+        standing.used -= units
+        if standing.limit is None:
+            meter.add(user.id, standing.slug, standing.period_start, -units)
+        else:
+            standing.held += units  # still in the durable counter: a lease again
+        return True, standing.used
+
     def give_back(self) -> list[tuple[CounterKey, int]]:
         """Every unused lease, to be subtracted from the durable counter by the flush."""
         returned: list[tuple[CounterKey, int]] = []
@@ -396,6 +425,16 @@ if cap >= 0 and count + units > cap then return {-1, count} end
 count = redis.call('HINCRBY', KEYS[1], 'count', units)
 return {count, redis.call('HGET', KEYS[1], 'start'), redis.call('HGET', KEYS[1], 'end')}
 """
+# KEYS[1] as above; ARGV: now, units. {count, plan, start} after giving back; {-2} when
+# the key holds no current period; {-1} when fewer units were counted.
+_REFUND_SCRIPT = """
+local ending = tonumber(redis.call('HGET', KEYS[1], 'end') or '0')
+if ending <= tonumber(ARGV[1]) then return {-2} end
+local count = tonumber(redis.call('HGET', KEYS[1], 'count'))
+if count < tonumber(ARGV[2]) then return {-1} end
+count = redis.call('HINCRBY', KEYS[1], 'count', -tonumber(ARGV[2]))
+return {count, redis.call('HGET', KEYS[1], 'plan'), redis.call('HGET', KEYS[1], 'start')}
+"""
 _NEEDS_SEED = -2
 _OVER_CAP = -1
 # A key outlives its period by a day: a replica whose clock is slightly behind still finds it.
@@ -417,6 +456,7 @@ class RedisStore:
         self._client = client
         self._prefix = prefix
         self._script = client.register_script(_COUNT_SCRIPT)
+        self._refund = client.register_script(_REFUND_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisStore:
@@ -452,6 +492,16 @@ class RedisStore:
         if plan != tier.slug or count is None or end is None or int(end) <= _ms(now):
             return None
         return Usage(int(count), tier.limit, tier.slug, _moment(start), _moment(end))
+
+    async def refund(self, meter: Meter, user: User, units: int) -> tuple[bool, int | None]:
+        answer = await self._refund(keys=[self._key(user)], args=[_ms(meter.clock()), units])
+        if int(answer[0]) == _NEEDS_SEED:
+            return False, None
+        if int(answer[0]) == _OVER_CAP:
+            return True, None
+        count, slug, start = int(answer[0]), answer[1], _moment(answer[2])
+        meter.add(user.id, slug.decode() if isinstance(slug, bytes) else str(slug), start, -units)
+        return True, count
 
     def give_back(self) -> list[tuple[CounterKey, int]]:
         return []  # nothing is leased: Redis holds the count
