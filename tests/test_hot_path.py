@@ -56,8 +56,8 @@ async def test_refusals_and_metrics_keep_the_route_template(client: httpx.AsyncC
     assert 'route="/api/data"' in metrics
 
 
-async def test_a_dropped_log_line_runs_no_processor(client: httpx.AsyncClient) -> None:
-    """At WARNING the access log's INFO line is a no-op of the filtering logger."""
+async def test_a_dropped_access_log_line_runs_no_processor(client: httpx.AsyncClient) -> None:
+    """At WARNING the access log is skipped before structlog is called."""
     stream = io.StringIO()
     configure_logging("WARNING", json=True, stream=stream)
     try:

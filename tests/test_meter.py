@@ -10,16 +10,20 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from typing import Literal
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from platform_fixtures import end_user, new_project
 from support import ClientFactory, app_of
 from test_metering import T0, World, stored_count
 from test_metering import world as world
 from test_platform_api import track as track_over_http
+from tollhouse.catalog.models import Tier
 from tollhouse.db.session import unit_of_work
 from tollhouse.identity.models import User
 from tollhouse.metering import quota
@@ -258,3 +262,37 @@ async def test_a_refund_gives_units_back_to_the_live_and_the_durable_count(
     assert len(succeeded) == 9
     await meter.flush()
     assert await stored_count(world) == 10
+
+
+async def test_a_request_holding_the_connection_never_waits_for_a_lease_in_a_cycle(
+    world: World,
+) -> None:
+    """SQLite has one connection: a request that already ran a statement (a cache miss
+    before the track) must not wait for another request's lease that waits for it."""
+    acquired = asyncio.Event()
+
+    class SignallingLock(asyncio.Lock):
+        async def acquire(self) -> Literal[True]:
+            await super().acquire()
+            acquired.set()
+            return True
+
+    store = MemoryStore(lease_units=1)
+    store._locks[world.alice.id] = SignallingLock()
+    meter = Meter(world.db, store, Clock())
+
+    async def track(session: AsyncSession) -> int:  # the tier from memory, as requests do
+        return (await meter.track(session, world.alice, "ten", cache_seconds=60)).count
+
+    async def request() -> int:
+        async with unit_of_work(world.db) as session:
+            return await track(session)
+
+    assert await request() == 1  # its lease of 1 is used up
+    acquired.clear()
+    async with unit_of_work(world.db) as holding:
+        await holding.execute(select(Tier.id).limit(1))  # the connection is this request's
+        waiting = asyncio.create_task(request())
+        await acquired.wait()  # the other request holds the user's lease lock
+        assert await track(holding) == 2
+    assert await waiting == 3

@@ -260,13 +260,29 @@ class MemoryStore:
         served = self._serve(user, tier, units, now)
         if served is not None:
             return served
-        async with self._locks.setdefault(user.id, asyncio.Lock()):
+        lock = self._locks.setdefault(user.id, asyncio.Lock())
+        if lock.locked() and session.in_transaction():
+            # The holder may be waiting for the connection this session holds (SQLite has
+            # one): lease without it rather than wait in a cycle.
+            return await self._renew(meter, session, user, tier, units, now)
+        async with lock:  # one lease at a time per user: the others are served from it
             served = self._serve(user, tier, units, now)
             if served is not None:
                 return served
-            if tier.limit is None:
-                return await self._open(meter, session, user, tier, units, now)
-            return await self._lease(meter, session, user, tier, units, now)
+            return await self._renew(meter, session, user, tier, units, now)
+
+    async def _renew(
+        self,
+        meter: Meter,
+        session: AsyncSession,
+        user: User,
+        tier: PlanLimit,
+        units: int,
+        now: datetime,
+    ) -> tuple[Usage, int]:
+        if tier.limit is None:
+            return await self._open(meter, session, user, tier, units, now)
+        return await self._lease(meter, session, user, tier, units, now)
 
     def _serve(
         self, user: User, tier: PlanLimit, units: int, now: datetime
