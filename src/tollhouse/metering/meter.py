@@ -271,19 +271,6 @@ class MemoryStore:
                 return served
             return await self._renew(meter, session, user, tier, units, now)
 
-    async def _renew(
-        self,
-        meter: Meter,
-        session: AsyncSession,
-        user: User,
-        tier: PlanLimit,
-        units: int,
-        now: datetime,
-    ) -> tuple[Usage, int]:
-        if tier.limit is None:
-            return await self._open(meter, session, user, tier, units, now)
-        return await self._lease(meter, session, user, tier, units, now)
-
     def _serve(
         self, user: User, tier: PlanLimit, units: int, now: datetime
     ) -> tuple[Usage, int] | None:
@@ -300,29 +287,12 @@ class MemoryStore:
         standing.used += units
         return standing.usage(), 0
 
-    async def _open(
-        self,
-        meter: Meter,
-        session: AsyncSession,
-        user: User,
-        tier: PlanLimit,
-        units: int,
-        now: datetime,
-    ) -> tuple[Usage, int]:
-        """An unlimited tier: the period as the durable counter starts it, then written
-        behind (the standing is kept once that start is committed)."""
-        count, start, end = await quota.open_period(session, user, tier, now)
-        count += meter.unwritten((user.id, tier.slug, start)) + units
-        standing = Standing(tier.slug, None, start, end, count)
-        on_commit(session, lambda: self._keep(user.id, standing))
-        return standing.usage(), units
-
     def _keep(self, user_id: uuid.UUID, standing: Standing) -> None:
         current = self._standings.get(user_id)
         if current is None or not current.serves_period(standing):
             self._standings[user_id] = standing
 
-    async def _lease(
+    async def _renew(
         self,
         meter: Meter,
         session: AsyncSession,
@@ -331,6 +301,14 @@ class MemoryStore:
         units: int,
         now: datetime,
     ) -> tuple[Usage, int]:
+        """Ask the durable counter: an unlimited tier's period as it starts it (then written
+        behind; the standing is kept once that start is committed), else a new lease."""
+        if tier.limit is None:
+            count, start, end = await quota.open_period(session, user, tier, now)
+            count += meter.unwritten((user.id, tier.slug, start)) + units
+            opened = Standing(tier.slug, None, start, end, count)
+            on_commit(session, lambda: self._keep(user.id, opened))
+            return opened.usage(), units
         previous = self._standings.get(user.id)
         try:
             block, (count, start, end) = await self._reserve_up_to(session, user, tier, units, now)
