@@ -50,6 +50,7 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/ledger.py
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/interactions.py
+	$(VENV)/bin/python bench/platform_api.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -37,13 +37,16 @@ from tollhouse.interactions import privacy as _interaction_privacy  # noqa: F401
 from tollhouse.interactions import routes as interaction_routes
 from tollhouse.kit.cors import CORSMiddleware
 from tollhouse.kit.errors import install_error_handlers
+from tollhouse.kit.hot_routes import HotRoutes
 from tollhouse.kit.input_guards import refuse_nul_characters
 from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from tollhouse.kit.shedding import LoadShedding
 from tollhouse.ledger import routes as ledger_routes
 from tollhouse.mcp.server import PATH as MCP_PATH
 from tollhouse.mcp.server import McpEndpoint
+from tollhouse.platform_api import hot as platform_hot
 from tollhouse.platform_api import oauth as platform_oauth
 from tollhouse.platform_api import operator as platform_operator
 from tollhouse.platform_api import routes as platform_routes
@@ -139,7 +142,10 @@ def create_app(
             generation = app.state.generation = wiring.generations(
                 settings, database, metrics.registry
             )
-        jobs = wiring.background_jobs(settings, database, generation, app.state.assets)
+        app.state.meter = wiring.meter(settings, database)
+        jobs = wiring.background_jobs(
+            settings, database, generation, app.state.assets, app.state.meter
+        )
         key_usage = app.state.identity.key_usage
 
         async def record_key_usage() -> None:  # every second: not worth a log line each time
@@ -159,6 +165,7 @@ def create_app(
             await mcp_running.aclose()
             await jobs.stop()
             await key_usage.flush(database)
+            await app.state.meter.close()
             if generation is not None:
                 await generation.close()
             await app.state.rate_limiter.close()
@@ -196,12 +203,16 @@ def create_app(
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.
+    if role != "billing":  # the metered Platform API calls, without the router's scan
+        app.add_middleware(HotRoutes, routes=platform_hot.ROUTES)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         # An asset upload may be larger than other bodies (base64 adds a third).
         overrides=((asset_routes.UPLOAD_PATH, settings.asset_max_bytes * 4 // 3 + 64 * 1024),),
     )
+    if settings.max_concurrent_requests:
+        app.add_middleware(LoadShedding, max_in_flight=settings.max_concurrent_requests)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     if settings.cors_enabled:
         app.add_middleware(

@@ -243,6 +243,17 @@ class Settings(BaseSettings):
     # Generation events in Redis (followed from any replica).
     events_key_prefix: str = "tollhouse:events:"
 
+    # Quota metering off the request path (metering/meter.py): counts are decided in memory
+    # (or in Redis when REDIS_URL is set) and written to the database in batches this often.
+    metering_flush_seconds: float = Field(1.0, gt=0, le=60)
+    # Without Redis, a limited tier's units are reserved in the database this many at a time
+    # before being served from memory (a crash can refuse at most this many early).
+    metering_lease_units: int = Field(20, ge=1, le=10_000)
+    metering_key_prefix: str = "tollhouse:meter:"
+    # Requests in flight per worker before new ones are shed with 503 + Retry-After (0 = no
+    # bound): past capacity, what is served keeps its latency instead of everything queueing.
+    max_concurrent_requests: int = Field(0, ge=0, le=100_000)
+
     # Upstreams: the clockchain (/api/v1/clockchain/*), the operator's own services
     # (UPSTREAMS, JSON list) and developers' APIs (/gw/{project}/*).
     clockchain_enabled: bool = True

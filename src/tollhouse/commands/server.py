@@ -82,16 +82,15 @@ def serve(
         f"Tollhouse {__version__} on http://{host}:{port} "
         f"({backend}, {settings.tollhouse_env}, role {role}, home {settings.tollhouse_data_dir})"
     )
-    uvicorn.run(
-        app if workers == 1 else "tollhouse.app:create_app",
-        factory=workers > 1,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_config=None,
-        proxy_headers=True,
-    )
+    if workers == 1:
+        uvicorn.run(
+            app, host=host, port=port, access_log=False, log_config=None, proxy_headers=True
+        )
+        return
+    from tollhouse import serving
+
+    # Each worker its own SO_REUSEPORT socket, so the kernel splits connections (serving.py).
+    serving.run(host, port, workers, access_log=False, log_config=None, proxy_headers=True)
 
 
 def migrate(json_output: JsonOption = False) -> None:

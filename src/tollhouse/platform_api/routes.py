@@ -73,7 +73,8 @@ async def track_usage(
     units = body.units if body is not None else 1
     cache_seconds = identity_context(request).settings.caller_cache_seconds
     return await idempotency.run(
-        f"data:{caller.user.id}", lambda: usage.track(session, caller, units, cache_seconds)
+        f"data:{caller.user.id}",
+        lambda: usage.track(usage.meter(request), session, caller, units, cache_seconds),
     )
 
 
@@ -82,7 +83,7 @@ async def get_usage(
     caller: RateLimitedEndUser, request: Request, session: SessionDep
 ) -> dict[str, Any]:
     cache_seconds = identity_context(request).settings.caller_cache_seconds
-    return await usage.report(session, caller, cache_seconds)
+    return await usage.report(usage.meter(request), session, caller, cache_seconds)
 
 
 # --- customers ----------------------------------------------------------------------------
@@ -208,7 +209,11 @@ async def credit_history(
 
 
 @router.get("/api/dashboard")
-async def get_dashboard(caller: SecretKeyCaller, session: SessionDep) -> dict[str, Any]:
+async def get_dashboard(
+    caller: SecretKeyCaller, request: Request, session: SessionDep
+) -> dict[str, Any]:
+    # This process's counts reach the database first (other replicas' within a flush window).
+    await usage.meter(request).flush()
     return await dashboard.dashboard(session, caller)
 
 
