@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -468,6 +470,39 @@ async def test_gw_meters_forwards_and_refunds(serve: Serve, upstream_url: str) -
         404,
         "upstream_route_not_found",
     )
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_gw_and_the_platform_api_share_one_count(
+    serve: Serve, upstream_url: str, backend: str
+) -> None:
+    """With Redis, `POST /api/data` counted in Redis while `/gw` counted in the database, so
+    a user of a 3-call tier got 3 of each. Both now go through the one meter."""
+    overrides: dict[str, Any] = {"allow_private_upstreams": True}
+    if backend == "redis":
+        redis_url = os.environ.get("TOLLHOUSE_TEST_REDIS_URL")
+        if not redis_url:
+            pytest.skip("Redis meter skipped: TOLLHOUSE_TEST_REDIS_URL is not set")
+        overrides |= {"redis_url": redis_url, "metering_key_prefix": f"t:{uuid.uuid4().hex}:"}
+    served = await serve(**overrides)
+    auth, keys = await developer_project(served)
+    route = await register(
+        served, auth, keys.project_id, path_prefix="api", upstream_url=upstream_url, methods=["GET"]
+    )
+    assert route.status_code == 201, route.text
+    user = await end_user(served.http, keys, "shared@example.com")
+    for _ in range(2):
+        assert (await served.http.post("/api/data", headers=user)).status_code == 200
+    assert (
+        await served.http.get(f"/gw/{keys.project_id}/api/fast", headers=user)
+    ).status_code == 200
+    assert_error(
+        await served.http.get(f"/gw/{keys.project_id}/api/fast", headers=user),
+        403,
+        "tier_limit_reached",
+    )
+    assert_error(await served.http.post("/api/data", headers=user), 403, "tier_limit_reached")
+    assert await usage(served, user) == 3
 
 
 async def developer_project_of_another(served: Served) -> tuple[dict[str, str], Keys]:

@@ -33,8 +33,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from fastapi import Request
 from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -515,3 +516,9 @@ def meter_from_settings(
     """Redis when a URL is configured (exact across replicas), else this process's memory."""
     store: Store = RedisStore.from_url(redis_url, prefix) if redis_url else MemoryStore(lease_units)
     return Meter(database, store, clock)
+
+
+def meter_of(request: Request) -> Meter:
+    """The app's quota meter (wiring.meter): every counted unit goes through it, so the
+    Platform API's calls and `/gw` share one count (in process or in Redis)."""
+    return cast(Meter, request.app.state.meter)

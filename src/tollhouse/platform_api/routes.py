@@ -25,6 +25,7 @@ from tollhouse.identity.models import EXTERNAL_ID_MAX, User
 from tollhouse.kit.idempotency import IdempotencyDep
 from tollhouse.kit.paging import Limit, Offset
 from tollhouse.metering.guards import RateLimitedEndUser
+from tollhouse.metering.meter import meter_of
 from tollhouse.metering.plans import effective_plan_of
 from tollhouse.platform_api import credits, customers, dashboard, usage, wire
 from tollhouse.platform_api.schemas import (
@@ -74,7 +75,7 @@ async def track_usage(
     cache_seconds = identity_context(request).settings.caller_cache_seconds
     return await idempotency.run(
         f"data:{caller.user.id}",
-        lambda: usage.track(usage.meter(request), session, caller, units, cache_seconds),
+        lambda: usage.track(meter_of(request), session, caller, units, cache_seconds),
     )
 
 
@@ -83,7 +84,7 @@ async def get_usage(
     caller: RateLimitedEndUser, request: Request, session: SessionDep
 ) -> dict[str, Any]:
     cache_seconds = identity_context(request).settings.caller_cache_seconds
-    return await usage.report(usage.meter(request), session, caller, cache_seconds)
+    return await usage.report(meter_of(request), session, caller, cache_seconds)
 
 
 # --- customers ----------------------------------------------------------------------------
@@ -213,7 +214,7 @@ async def get_dashboard(
     caller: SecretKeyCaller, request: Request, session: SessionDep
 ) -> dict[str, Any]:
     # This process's counts reach the database first (other replicas' within a flush window).
-    await usage.meter(request).flush()
+    await meter_of(request).flush()
     return await dashboard.dashboard(session, caller)
 
 

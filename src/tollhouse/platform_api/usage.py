@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.identity.caller import Caller
@@ -13,11 +12,6 @@ from tollhouse.metering.plans import effective_plan
 from tollhouse.platform_api import wire
 
 TRACKED_MESSAGE = "Usage tracked."
-
-
-def meter(request: Request) -> Meter:
-    """The app's quota meter (wiring.meter)."""
-    return cast(Meter, request.app.state.meter)
 
 
 async def track(
