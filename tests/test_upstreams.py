@@ -26,9 +26,11 @@ from support import (
     ADMIN_KEY,
     SERVICE,
     ClientFactory,
+    PinnedClock,
     as_user,
     assert_error,
     free_port,
+    pinned_metering_caches,
     resolve,
     token_pair,
 )
@@ -540,43 +542,45 @@ async def test_gw_routes_are_read_again_within_the_cache_window(
     make_client: ClientFactory,
 ) -> None:
     client = await make_client()
-    keys = await new_project(client, tiers=[])
-    db = database(client)
+    clock = PinnedClock()
+    with pinned_metering_caches(clock):
+        keys = await new_project(client, tiers=[])
+        db = database(client)
 
-    async def match(cache_seconds: float) -> platform.GatewayRoute:
+        async def match(cache_seconds: float) -> platform.GatewayRoute:
+            async with db.session() as session:
+                return await platform.match_route(
+                    session, keys.project_id, proxy_paths.parse(b"/api/x"), "GET", cache_seconds
+                )
+
+        with pytest.raises(platform.NoUpstreamRoute):
+            await match(0.3)  # "no routes" is remembered too
+        # Another process registers a route: straight through the engine.
+        async with db.engine.begin() as connection:
+            await connection.execute(
+                insert(UpstreamRoute).values(
+                    project_id=keys.project_id,
+                    path_prefix="api",
+                    upstream_url="https://api.example.com/v1/",
+                    methods="GET",
+                    units=2,
+                )
+            )
+        with pytest.raises(platform.NoUpstreamRoute):
+            await match(0.3)  # at most the window
+        assert (await match(0)).path_prefix == "api"  # no cache: seen at once
+        clock.now += 0.35
+        route = await match(0.3)
+        assert (route.path_prefix, route.units, route.base_path) == ("api", 2, "/v1")
+        # This process deletes it (the console's path): seen at once, cache or not.
         async with db.session() as session:
-            return await platform.match_route(
-                session, keys.project_id, proxy_paths.parse(b"/api/x"), "GET", cache_seconds
+            route_id = await session.scalar(
+                select(UpstreamRoute.id).where(UpstreamRoute.project_id == keys.project_id)
             )
-
-    with pytest.raises(platform.NoUpstreamRoute):
-        await match(0.3)  # "no routes" is remembered too
-    # Another process registers a route: straight through the engine.
-    async with db.engine.begin() as connection:
-        await connection.execute(
-            insert(UpstreamRoute).values(
-                project_id=keys.project_id,
-                path_prefix="api",
-                upstream_url="https://api.example.com/v1/",
-                methods="GET",
-                units=2,
-            )
-        )
-    with pytest.raises(platform.NoUpstreamRoute):
-        await match(0.3)  # at most the window
-    assert (await match(0)).path_prefix == "api"  # no cache: seen at once
-    await asyncio.sleep(0.35)
-    route = await match(0.3)
-    assert (route.path_prefix, route.units, route.base_path) == ("api", 2, "/v1")
-    # This process deletes it (the console's path): seen at once, cache or not.
-    async with db.session() as session:
-        route_id = await session.scalar(
-            select(UpstreamRoute.id).where(UpstreamRoute.project_id == keys.project_id)
-        )
-        assert route_id is not None
-        await platform.delete_route(session, keys.project_id, route_id)
-    with pytest.raises(platform.NoUpstreamRoute):
-        await match(0.3)
+            assert route_id is not None
+            await platform.delete_route(session, keys.project_id, route_id)
+        with pytest.raises(platform.NoUpstreamRoute):
+            await match(0.3)
 
 
 # --- issue 12: one normalised path, route policies, charges that follow the answer ------------
