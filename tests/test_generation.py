@@ -811,7 +811,7 @@ async def test_the_callback_gets_the_whole_timepoint_with_the_request_context(
         )
     ).json()
     await gen.finished(started["id"])
-    for _ in range(200):
+    for _ in range(1000):  # sent in the background after the run: a bounded wait
         if len(receiver.seen) == 2:
             break
         await asyncio.sleep(0.02)

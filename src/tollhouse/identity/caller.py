@@ -464,7 +464,9 @@ def _access_claims(context: IdentityContext, token: str) -> AccessClaims:
     purpose = VerifiedFor("access", ACCESS_ISSUER, context.home_project_id)
     claims = context.user_cache.verified(purpose, token)
     if not isinstance(claims, AccessClaims):
-        claims = verify_access_token(context.token_settings.secret, token)
+        claims = verify_access_token(
+            context.token_settings.secret, token, context.user_cache.clock()
+        )
         context.user_cache.remember_verified(purpose, token, claims, claims.expires_at)
     return claims
 

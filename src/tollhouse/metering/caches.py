@@ -15,7 +15,7 @@ Writes are rare (webhooks, console edits), so a write empties the whole cache of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
 
@@ -33,6 +33,14 @@ def cleared_on_commit(cache: TTLCache[Any, Any], *tables: str) -> None:
     """Empty `cache` whenever a transaction that wrote one of `tables` commits."""
     for table in tables:
         _WATCHED.setdefault(table, []).append(cache)
+
+
+def use_clock(clock: Callable[[], float]) -> None:
+    """Age every watched cache on `clock` (tests pass one they move by hand). Emptied too:
+    what they hold expires on the old clock's scale."""
+    for cache in {id(c): c for caches in _WATCHED.values() for c in caches}.values():
+        cache.clock = clock
+        cache.discard_where(lambda _value: True)
 
 
 def _note(session: Session, tables: Iterable[str | None]) -> None:
