@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,17 @@ from tollhouse.app import create_app
 
 pytestmark = pytest.mark.anyio
 
+CHAT_REPLY = {"response": "The dust is fine, like powder.", "emotional_tone": "calm"}
+
 
 @pytest.fixture
 async def base_url(database_url: str, tmp_path: Path, llm_peer: LLMPeer) -> AsyncIterator[str]:
+    async with _served(database_url, tmp_path, llm_peer) as url:
+        yield url
+
+
+@asynccontextmanager
+async def _served(database_url: str, tmp_path: Path, llm_peer: LLMPeer) -> AsyncIterator[str]:
     script_scene(llm_peer.script)
     settings = make_settings(
         database_url,
@@ -81,6 +90,8 @@ async def test_a_client_lists_generates_with_progress_reads_back_charged_once(
             "tp_get_timepoint",
             "tp_list_my_timepoints",
             "tp_get_balance",
+            "tp_chat_with_character",
+            "tp_jump_in_time",
         ]
         generate = listed.tools[0]
         assert generate.inputSchema["required"] == ["query"]
@@ -157,3 +168,71 @@ async def test_without_credentials_it_is_401_in_the_contracts_shape(base_url: st
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         bad = await http.post("/mcp/", json={}, headers={"Authorization": "Bearer nope"})
         assert bad.status_code == 401
+
+
+async def test_a_client_talks_to_a_character_and_jumps_in_time_each_paid_on_delivery(
+    database_url: str, tmp_path: Path, llm_peer: LLMPeer
+) -> None:
+    async with _served(database_url, tmp_path, llm_peer) as base_url:
+        user, headers = await _bearer(base_url, "mcp-traveller")
+        progress: list[float] = []
+
+        async def on_progress(value: float, _total: float | None, _message: str | None) -> None:
+            progress.append(value)
+
+        async with (
+            httpx.AsyncClient(headers=headers, timeout=30) as http,
+            streamable_http_client(f"{base_url}/mcp/", http_client=http) as (read, write, _),
+            ClientSession(read, write) as mcp,
+        ):
+            await mcp.initialize()
+            made = _json(await mcp.call_tool("tp_flash_generate", {"query": QUERY}))
+            llm_peer.script.respond("CharacterReply", CHAT_REPLY)
+            reply = _json(
+                await mcp.call_tool(
+                    "tp_chat_with_character",
+                    {"timepoint_id": made["id"], "character": "neil armstrong", "message": "Hi"},
+                )
+            )
+            assert (reply["character_name"], reply["response"]) == (
+                "Neil Armstrong",
+                CHAT_REPLY["response"],
+            )
+            again = _json(
+                await mcp.call_tool(
+                    "tp_chat_with_character",
+                    {
+                        "timepoint_id": made["id"],
+                        "character": "Neil Armstrong",
+                        "message": "And then?",
+                        "session_id": reply["session_id"],
+                    },
+                )
+            )
+            assert again["session_id"] == reply["session_id"]
+            unknown = await mcp.call_tool(
+                "tp_chat_with_character",
+                {"timepoint_id": made["id"], "character": "Nobody", "message": "Hi"},
+            )
+            assert unknown.isError
+
+            later = _json(
+                await mcp.call_tool(
+                    "tp_jump_in_time",
+                    {"timepoint_id": made["id"], "direction": "next", "units": 1, "unit": "day"},
+                    progress_callback=on_progress,
+                )
+            )
+            assert later["status"] == "completed", later
+            assert later["source_id"] == made["id"]
+            assert (later["year"], later["month"], later["day"]) == (1969, 7, 21)
+            assert progress == sorted(progress)  # never backwards
+            assert progress[-1] == 100
+        # One scene, two chat turns, one jump; the failed chat cost nothing.
+        assert await _history(base_url, user) == [
+            (-2, "temporal"),
+            (-1, "chat"),
+            (-1, "chat"),
+            (-5, "generation"),
+            (50, "signup_bonus"),
+        ]
