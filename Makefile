@@ -35,8 +35,12 @@ format: $(VENV)/.synced
 	$(VENV)/bin/ruff format src tests bench
 	$(VENV)/bin/ruff check --fix src tests bench
 
+# Two workers, one a core (pytest-xdist); a file's tests stay together so its module-scoped
+# peers start once. Each worker has its own databases, peers and ports (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: lint
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 # Slow proofs only (no lint): what `make test` leaves out.
 test-slow: $(VENV)/.synced
@@ -50,6 +54,7 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/ledger.py
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/interactions.py
+	$(VENV)/bin/python bench/platform_api.py
 
 # N replicas behind nginx on this machine's PostgreSQL and Redis (README: Running at scale).
 REPLICAS ?= 3

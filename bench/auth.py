@@ -49,7 +49,7 @@ BENCH_EXTERNAL_ID = "bench-user-1"
 ISSUER = "https://bench-issuer.local"
 AUDIENCE = "bench-api"
 JWKS_KID = "bench-1"
-STARTUP_TIMEOUT_SECONDS = 30.0
+STARTUP_TIMEOUT_SECONDS = 120.0  # a busy shared machine can take a minute to start a worker
 LOAD_GENERATORS = {
     "raw": "asyncio streams on uvloop, hand-rolled HTTP/1.1 GET",
     "httpx": "asyncio + httpx.AsyncClient",
@@ -271,14 +271,30 @@ class _Tally:
         self.first_error = self.first_error or error
 
 
-def _server_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of the whole server process, all threads (Linux /proc)."""
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of one process, all threads (Linux /proc)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
     # After the ")" that ends the command name, utime and stime are the 12th and 13th.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of `pid` (the workers of `tollhouse serve --workers N`)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _server_cpu_seconds(pid: int) -> float | None:
+    """CPU of the server process and of its worker processes, if any."""
+    own = process_cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(process_cpu_seconds(child) or 0.0 for child in child_pids(pid))
 
 
 async def _worker(sender: Sender, target: Target, tally: _Tally, connection: int) -> None:
@@ -422,15 +438,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def tollhouse_server(data_dir: Path, issuer: LocalIssuer) -> Iterator[Server]:
-    """`tollhouse serve` with one worker on a free port; stopped when the block exits."""
+def tollhouse_server(data_dir: Path, issuer: LocalIssuer, workers: int = 1) -> Iterator[Server]:
+    """`tollhouse serve` with `workers` workers on a free port; stopped when the block exits."""
     port = _free_port()
     service_key, gateway_secret = secrets.token_urlsafe(30), secrets.token_urlsafe(30)
     command = [str(_tollhouse_executable()), "serve", "--host", "127.0.0.1", "--port", str(port)]
     log_path = data_dir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*command, "--workers", "1"],
+            [*command, "--workers", str(workers)],
             env=_server_env(data_dir, issuer, service_key, gateway_secret),
             cwd=data_dir,  # so no stray .env from the checkout is read
             stdout=log,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import multiprocessing
 import sys
 import tempfile
@@ -38,7 +39,9 @@ from tollhouse.tenancy import service as tenancy
 from tollhouse.wiring import identity_context
 
 DATA_PATH = "/api/data"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 TARGET_RATIO = 0.5
+TARGET_IDEMPOTENT_RATIO = 0.3
 TARGET_LOOKUPS = 200_000
 LOOKUP_SECONDS = 2.0
 
@@ -57,9 +60,31 @@ class PostConnection(auth.RawConnection):
         return post
 
 
+class IdempotentPostConnection(PostConnection):
+    """A POST with a new `Idempotency-Key` on every request (each one is counted)."""
+
+    _sent = 0
+
+    def _request(self, path: str, headers: dict[str, str]) -> bytes:
+        IdempotentPostConnection._sent += 1
+        key = f"{id(self)}-{IdempotentPostConnection._sent}"
+        self._encoded = None  # a different request every time
+        return super()._request(path, {**headers, IDEMPOTENCY_HEADER: key})
+
+
 def run_load(spec: auth.LoadSpec, target: auth.Target) -> auth.LoadResult:
-    """Load-process entry: auth.run_load with POST-capable raw connections."""
-    auth.RawConnection = PostConnection  # type: ignore[misc]
+    """Load-process entry: auth.run_load with POST-capable raw connections (and a fresh
+    Idempotency-Key per request for targets that send one)."""
+    idempotent = IDEMPOTENCY_HEADER in target.headers
+    connection = IdempotentPostConnection if idempotent else PostConnection
+    auth.RawConnection = connection  # type: ignore[misc]
+    if idempotent:
+        target = auth.Target(
+            target.label,
+            target.path,
+            {k: v for k, v in target.headers.items() if k != IDEMPOTENCY_HEADER},
+            target.per_connection,
+        )
     return auth.run_load(spec, target)
 
 
@@ -133,28 +158,46 @@ async def _lookups_per_second(data_dir: Path, url: str, secret: str) -> tuple[fl
 # --- main -------------------------------------------------------------------------------------
 
 
+def _cpu_ms(result: auth.LoadResult) -> str:
+    """Server CPU per answered request (all workers), the figure that noise moves least."""
+    if result.server_cpu is None or not result.ok:
+        return ""
+    return f"{result.server_cpu * result.seconds / result.ok * 1000:.2f}"
+
+
 def _table(
-    results: list[auth.LoadResult], resolver: float, plain: float, args: argparse.Namespace
+    results: list[auth.LoadResult],
+    resolver: float,
+    plain: float,
+    args: argparse.Namespace,
+    split: list[float],
 ) -> tuple[Table, bool]:
-    health_rps = (results[0].rps + results[2].rps) / 2
-    data = results[1]
-    ratio = data.rps / health_rps if health_rps else 0.0
-    http_ok = ratio >= TARGET_RATIO and not data.errors
+    health = [r for r in results if r.label.startswith("GET /health")]
+    health_rps = sum(r.rps for r in health) / len(health)
+    data, idempotent = results[1], results[2]
+    ratios = {id(r): r.rps / health_rps if health_rps else 0.0 for r in results}
+    targets = {id(data): TARGET_RATIO, id(idempotent): TARGET_IDEMPOTENT_RATIO}
+    passed = {
+        key: ratios[key] >= target and not r.errors
+        for r in (data, idempotent)
+        for key, target in [(id(r), targets[id(r)])]
+    }
     lookup_ok = resolver >= TARGET_LOOKUPS
     backend = "PostgreSQL" if args.database_url else "SQLite"
     table = Table(
-        "measure", "per second", "p50 ms", "p99 ms", "errors", "server CPU", "vs baseline",
-        "target", "verdict",
+        "measure", "per second", "p50 ms", "p99 ms", "errors", "server CPU", "CPU ms/req",
+        "vs baseline", "target", "verdict",
         title="Platform API: POST /api/data vs GET /health; secret-key lookups vs a dict",
         caption=(
-            f"HTTP: `tollhouse serve --workers 1`, {backend}, {args.concurrency} raw keep-alive "
-            f"connections, {args.duration:g} s per row; baseline = mean of two /health runs.\n"
+            f"HTTP: `tollhouse serve --workers {args.workers}`, {backend}, {args.concurrency} "
+            f"raw keep-alive connections, {args.duration:g} s per row; baseline = mean of the "
+            f"/health runs; server CPU = share of one core, all workers.\n"
             f"Lookups: in-process `_UserLookup.key` (warm cache) for {LOOKUP_SECONDS:g} s."
         ),
         caption_justify="left",
     )  # fmt: skip
     for result in results:
-        is_data = result is data
+        target = targets.get(id(result))
         table.add_row(
             result.label,
             f"{result.rps:,.0f}",
@@ -162,25 +205,55 @@ def _table(
             f"{result.p99_ms:.2f}",
             str(result.errors),
             "" if result.server_cpu is None else f"{result.server_cpu:.0%}",
-            f"{ratio:.2f}x" if is_data else "baseline",
-            f">= {TARGET_RATIO}x" if is_data else "",
-            ("PASS" if http_ok else "FAIL") if is_data else "",
+            _cpu_ms(result),
+            "baseline" if result in health else f"{ratios[id(result)]:.2f}x",
+            f">= {target}x" if target else "",
+            ("PASS" if passed[id(result)] else "FAIL") if target else "",
         )
-    table.add_row("dict.get(secret)", f"{plain:,.0f}", "", "", "", "", "baseline", "", "")
+    table.add_row("dict.get(secret)", f"{plain:,.0f}", "", "", "", "", "", "baseline", "", "")
     table.add_row(
-        "secret-key lookup (warm)",
-        f"{resolver:,.0f}",
-        "",
-        "",
-        "",
-        "",
-        f"{resolver / plain:.3f}x",
-        f">= {TARGET_LOOKUPS:,}/s",
-        "PASS" if lookup_ok else "FAIL",
-    )
-    if data.first_error:
-        table.caption = f"{table.caption}\nfirst error: {data.first_error}"
-    return table, http_ok and lookup_ok
+        "secret-key lookup (warm)", f"{resolver:,.0f}", "", "", "", "", "",
+        f"{resolver / plain:.3f}x", f">= {TARGET_LOOKUPS:,}/s", "PASS" if lookup_ok else "FAIL",
+    )  # fmt: skip
+    if split:
+        shares = ", ".join(f"{share:.0%}" for share in split)
+        table.caption = f"{table.caption}\nWorkers' shares of the server CPU (/api/data): {shares}."
+    for result in results:
+        if result.first_error:
+            table.caption = f"{table.caption}\nfirst error ({result.label}): {result.first_error}"
+    return table, all(passed.values()) and lookup_ok
+
+
+def _wait_for_listeners(base_url: str, count: int, timeout: float = 120.0) -> None:
+    """Every worker listening (SO_REUSEPORT: one socket per worker in /proc/net/tcp)."""
+    port = f"{int(base_url.rsplit(':', 1)[1]):04X}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        listening = [r for r in rows if r.split()[1].endswith(f":{port}") and r.split()[3] == "0A"]
+        if len(listening) >= count:
+            return
+        time.sleep(0.2)
+    raise auth.BenchError(f"{count} workers were not all listening after {timeout:.0f} s")
+
+
+def _measure_split(
+    pool: ProcessPoolExecutor, spec: auth.LoadSpec, target: auth.Target
+) -> tuple[auth.LoadResult, list[float]]:
+    """One load run, and each worker's share of the server CPU it cost."""
+    workers = [pid for pid in auth.child_pids(spec.server_pid) if _is_worker(pid)]
+    before = {pid: auth.process_cpu_seconds(pid) or 0.0 for pid in workers}
+    result = pool.submit(run_load, spec, target).result()
+    used = [max((auth.process_cpu_seconds(pid) or 0.0) - before[pid], 0.0) for pid in workers]
+    total = sum(used)
+    return result, [u / total for u in used] if total else []
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def run(args: argparse.Namespace, out: Console) -> bool:
@@ -188,28 +261,40 @@ def run(args: argparse.Namespace, out: Console) -> bool:
         issuer = stack.enter_context(auth.running_issuer(auth.ISSUER, auth.AUDIENCE, auth.JWKS_KID))
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tollhouse-bench-")))
         url = f"sqlite+aiosqlite:///{data_dir / 'tollhouse.db'}"
+        env_lines = [f"MAX_CONCURRENT_REQUESTS={args.max_in_flight}"]
         if args.database_url:
             # The server runs in data_dir and reads its .env: the one way to point it elsewhere
             # without changing bench/auth.py. The database must be empty or ours to fill.
             url = normalize_database_url(args.database_url)
             migrate.upgrade(url)
-            (data_dir / ".env").write_text(f"DATABASE_URL={args.database_url}\n")
-        server = stack.enter_context(auth.tollhouse_server(data_dir, issuer))
+            env_lines.append(f"DATABASE_URL={args.database_url}")
+        (data_dir / ".env").write_text("\n".join(env_lines) + "\n")
+        server = stack.enter_context(auth.tollhouse_server(data_dir, issuer, args.workers))
+        if args.workers > 1:
+            _wait_for_listeners(server.base_url, args.workers)
         secret = asyncio.run(_make_project(data_dir, url))
         with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
             secret_header = {"Authorization": f"Bearer {secret}"}
             end_users = tuple(
-                _end_user_headers(client, secret, index) for index in range(args.concurrency)
+                _end_user_headers(client, secret, index)
+                for index in range(max(args.concurrency, args.overload_connections))
             )
             check = client.post(DATA_PATH, headers={**secret_header, **end_users[0]})
             if check.status_code != 200:
                 raise auth.BenchError(
                     f"POST {DATA_PATH} answered {check.status_code}: {check.text}"
                 )
+        data = auth.Target(
+            "POST /api/data (SK + token)", DATA_PATH, secret_header, per_connection=end_users
+        )
         targets = [
             auth.Target("GET /health", auth.HEALTH_PATH),
+            data,
             auth.Target(
-                "POST /api/data (SK + token)", DATA_PATH, secret_header, per_connection=end_users
+                "POST /api/data + Idempotency-Key",
+                DATA_PATH,
+                {**secret_header, IDEMPOTENCY_HEADER: "per-request"},
+                per_connection=end_users,
             ),
             auth.Target("GET /health (again)", auth.HEALTH_PATH),
         ]
@@ -217,9 +302,19 @@ def run(args: argparse.Namespace, out: Console) -> bool:
             ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
         )
         spec = auth.LoadSpec(server.base_url, args.duration, args.concurrency, "raw", server.pid)
-        results = [pool.submit(run_load, spec, target).result() for target in targets]
+        results = [pool.submit(run_load, spec, targets[0]).result()]
+        measured, split = _measure_split(pool, spec, data)
+        results.append(measured)
+        results += [pool.submit(run_load, spec, target).result() for target in targets[2:]]
+        if args.overload_connections:
+            overload = auth.LoadSpec(
+                server.base_url, args.duration, args.overload_connections, "raw", server.pid
+            )
+            label = f"POST /api/data, {args.overload_connections} connections (503s = errors)"
+            past_capacity = dataclasses.replace(data, label=label)
+            results.append(pool.submit(run_load, overload, past_capacity).result())
         resolver, plain = asyncio.run(_lookups_per_second(data_dir, url, secret))
-    table, passed = _table(results, resolver, plain, args)
+    table, passed = _table(results, resolver, plain, args, split)
     out.print(table)
     return passed
 
@@ -230,6 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent connections")
     parser.add_argument(
         "--database-url", help="an empty PostgreSQL database to run on (default: SQLite)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="`tollhouse serve --workers`")
+    parser.add_argument(
+        "--max-in-flight", type=int, default=0, help="MAX_CONCURRENT_REQUESTS (0: no bound)"
+    )
+    parser.add_argument(
+        "--overload-connections",
+        type=int,
+        default=0,
+        help="add a row with this many connections (past capacity; 0: none)",
     )
     args = parser.parse_args(argv)
     return auth.run_main(lambda out: run(args, out))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import time
@@ -28,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from llm_script import Call, Script
+from llm_script import GATHER_SECONDS, Call, Script
 from support import in_thread
 
 _GEMINI_PATH = re.compile(r"models/(?P<model>[^/:]+):(?P<method>\w+)$")
@@ -68,6 +69,8 @@ def _error(status: int, retry_after: float | None, body: dict[str, Any]) -> Resp
 class LLMPeer:
     url: str = ""
     script: Script = field(default_factory=Script)
+    # Calls held by `script.gather`, per name; set (in the peer's loop) when all have come.
+    _gatherings: dict[str, asyncio.Event] = field(default_factory=dict)
 
     @property
     def openai_base_url(self) -> str:
@@ -81,14 +84,26 @@ class LLMPeer:
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", self._openai, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
                 Route("/{path:path}", self._gemini, methods=["POST"]),
             ]
         )
 
+    async def _models(self, _request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": list(self.script.models)})
+
     async def _meet(self, call: Call) -> tuple[int, float | None] | None:
         failure = self.script.record(call)
-        if self.script.latency:
-            await asyncio.sleep(self.script.latency)
+        name = self.script.name_of(call)
+        with self.script.flying(name):
+            if self.script.gathered(name):
+                self._gatherings.pop(name, asyncio.Event()).set()
+            else:
+                gathering = self._gatherings.setdefault(name, asyncio.Event())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(gathering.wait(), GATHER_SECONDS)
+            if self.script.latency:
+                await asyncio.sleep(self.script.latency)
         return (failure.status, failure.retry_after) if failure else None
 
     # --- OpenAI chat completions ---------------------------------------------------------

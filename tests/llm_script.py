@@ -6,6 +6,8 @@ Gemini peer (see llm_peer.py).
     script.respond("image", png_bytes)
     script.fail("*", 503, times=2)              # the next two calls of any kind
     script.latency = 0.2                        # seconds before every answer
+    script.gather("CharacterBio", 4)            # hold those until four are in flight at once
+    script.most_in_flight["CharacterBio"]       # the most seen in flight at once
     script.calls                                # [Call(kind, model, schema_name, ...)]
 
 Unscripted structured calls get a value generated from the request's JSON schema, text calls
@@ -17,7 +19,9 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,13 +49,23 @@ class _Failure:
     protocol: str | None
 
 
+GATHER_SECONDS = 10.0
+
+
 @dataclass
 class Script:
     latency: float = 0.0
     calls: list[Call] = field(default_factory=list)
+    # What `GET /v1/models` lists (OpenRouter's shape: pricing, context, modalities).
+    models: list[dict[str, Any]] = field(default_factory=list)
     _answers: dict[str, Answer] = field(default_factory=dict)
     _failures: list[_Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Calls in flight now, and the most seen at once, per name: parallelism is proven by
+    # observed overlap, not by timing.
+    in_flight: Counter[str] = field(default_factory=Counter)
+    most_in_flight: Counter[str] = field(default_factory=Counter)
+    _gathered: dict[str, int] = field(default_factory=dict)
 
     def respond(self, name: str, value: Answer) -> None:
         """Answer calls named `name` (a schema name, "text" or "image") with `value`, or with
@@ -72,10 +86,19 @@ class Script:
         with self._lock:
             self._failures.append(_Failure(name, status, times, retry_after, protocol))
 
+    def gather(self, name: str, count: int) -> None:
+        """Calls named `name` wait until `count` of them have been in flight at once (each at
+        most GATHER_SECONDS, then it goes on alone: a serial caller is slow, then fails)."""
+        self._gathered[name] = count
+
     def reset(self) -> None:
         with self._lock:
             self.latency = 0.0
             self.calls.clear()
+            self.models.clear()
+            self.in_flight.clear()
+            self.most_in_flight.clear()
+            self._gathered.clear()
             self._answers.clear()
             self._failures.clear()
 
@@ -86,6 +109,22 @@ class Script:
         if call.kind == "structured":
             return call.schema_name or ""
         return "image" if call.kind == "image" else "text"
+
+    @contextmanager
+    def flying(self, name: str) -> Iterator[None]:
+        """Count a call named `name` in flight for the block."""
+        with self._lock:
+            self.in_flight[name] += 1
+            self.most_in_flight[name] = max(self.most_in_flight[name], self.in_flight[name])
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight[name] -= 1
+
+    def gathered(self, name: str) -> bool:
+        """Whether calls named `name` may go on: not held, or their gathering was seen."""
+        return self.most_in_flight[name] >= self._gathered.get(name, 0)
 
     def record(self, call: Call) -> _Failure | None:
         """Log the call; the scripted failure it meets, if any."""

@@ -171,6 +171,7 @@ def script_scene(
         "date_and_place": "20 July 1969, Sea of Tranquility (0.674 N, 23.473 E)",
         "uncertainties": ["Exact fuel margin at touchdown is quoted variously."],
         "sources": ["NASA Apollo 11 Lunar Surface Journal"],
+        "verified_year": year, "grounding_confidence": 0.95,
     })  # fmt: skip
     script.respond("Timeline", {
         "year": year, "month": 7, "day": 20, "date_precision": "day",
@@ -212,6 +213,9 @@ def script_scene(
         "stakes": "The crew's lives and a decade of national effort.",
         "emotional_tone": "held breath turning to relief",
         "focal_action": "Aldrin's gloved hand on the engine stop switch",
+        "plot_summary": "Eagle has just landed with seconds of fuel left; Houston waits.",
+        "narrative": "The descent engine falls silent. Aldrin's hand is still on the stop "
+        "switch as Armstrong reports to Houston that the Eagle has landed.",
     })  # fmt: skip
     script.respond("CameraSetup", {
         "shot": "medium two-shot", "angle": "from behind, over the shoulders",

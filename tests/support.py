@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from tollhouse.identity.user_cache import UserCache
 from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.ledger.models import CreditTransaction
+from tollhouse.metering import caches
 from tollhouse.metering.rate_limit import rate_limiter_from_url
 
 SERVICE_KEY = "test-service-key-0123456789abcdefghijkl"
@@ -161,8 +162,9 @@ async def pin_rate_limit_clock(client: httpx.AsyncClient, clock: PinnedClock) ->
 
 
 def pin_caller_cache_clock(client: httpx.AsyncClient, clock: PinnedClock) -> None:
-    """The app's per-process caller caches (users, tokens, keys) on `clock`: their window
-    passes when the test says, however slow the machine."""
+    """The app's per-process caller caches (users, tokens, keys) on `clock`, and our access
+    tokens' expiry with them: their window passes when the test says, however slow the
+    machine."""
     app = app_of(client)
     identity = app.state.identity
     app.state.identity = dataclasses.replace(
@@ -170,3 +172,14 @@ def pin_caller_cache_clock(client: httpx.AsyncClient, clock: PinnedClock) -> Non
         user_cache=UserCache(identity.user_cache.ttl, clock=clock),
         key_cache=TTLCache(identity.key_cache.max_entries, clock=clock),
     )
+
+
+@contextlib.contextmanager
+def pinned_metering_caches(clock: PinnedClock) -> Iterator[None]:
+    """The metered path's per-process caches (plans, tier limits, /gw routes) on `clock` for
+    the block, the steady clock again after it."""
+    caches.use_clock(clock)
+    try:
+        yield
+    finally:
+        caches.use_clock(time.monotonic)

@@ -94,6 +94,8 @@ async def test_status_of_a_new_user(client: httpx.AsyncClient) -> None:
         "balance": 50,
         "lifetime_earned": 50,
         "lifetime_spent": 0,
+        "subscription_tier": "free",
+        "status": "none",
         "subscription": None,
         "recent_purchases": [],
         "flag": None,
@@ -126,3 +128,5 @@ async def test_status_shows_a_stripe_subscription(client: httpx.AsyncClient) -> 
     assert body["subscription"]["provider"] == "stripe"
     assert body["subscription"]["product_id"] == "pro_monthly"
     assert body["subscription"]["status"] == "active"
+    # Top level, as timepoint-mcp's tier resolver reads it.
+    assert (body["subscription_tier"], body["status"]) == ("pro", "active")

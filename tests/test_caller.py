@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -452,7 +451,7 @@ async def test_another_process_deactivating_a_user_is_seen_within_the_cache_wind
     make_client: ClientFactory,
 ) -> None:
     client = await make_client(caller_cache_seconds=2)
-    clock = PinnedClock()
+    clock = PinnedClock(time.time())  # the access token's exp is on the same clock
     pin_caller_cache_clock(client, clock)
     user = await resolve(client, "cached")
     pair = await token_pair(client, user)
@@ -480,10 +479,14 @@ async def test_no_cache_means_every_request_is_checked(make_client: ClientFactor
     assert_error(response, 401, "user_not_found_or_inactive")
 
 
-async def test_an_expired_token_is_not_served_from_the_cache(client: httpx.AsyncClient) -> None:
+async def test_an_expired_token_is_not_served_from_the_cache(make_client: ClientFactory) -> None:
+    client = await make_client(caller_cache_seconds=60)  # the token's exp ends it, not the TTL
+    clock = PinnedClock(float(int(time.time())))
+    pin_caller_cache_clock(client, clock)
     user = await resolve(client, "short-lived")
-    now = int(time.time())
-    token = own_token(sub=user, iat=now, exp=now + 1)
+    token = own_token(sub=user, iat=int(clock.now), exp=int(clock.now) + 5)
     assert (await client.get(ME, headers=bearer(token))).status_code == 200
-    await asyncio.sleep(1.1)
+    clock.now += 4
+    assert (await client.get(ME, headers=bearer(token))).status_code == 200
+    clock.now += 1.5
     assert_error(await client.get(ME, headers=bearer(token)), 401, "token_expired")

@@ -123,6 +123,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TOLLHOUSE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    load_settings(_env_file=None)  # the home's secrets, as `tollhouse serve` makes them
     return CliRunner()
 
 

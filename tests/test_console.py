@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from typer.testing import CliRunner
 
 from support import (
@@ -23,6 +23,7 @@ from support import (
 )
 from tollhouse.catalog.models import Tier
 from tollhouse.cli import app as cli
+from tollhouse.config import load_settings
 from tollhouse.identity.models import User
 from tollhouse.kit.clock import utcnow
 from tollhouse.tenancy.models import AuditEntry, DeveloperToken, Project
@@ -186,6 +187,52 @@ async def test_personal_access_tokens(client: httpx.AsyncClient) -> None:
 
 
 # --- projects and keys -----------------------------------------------------------------------
+
+
+async def test_keys_show_when_they_were_last_used_written_in_one_batch(
+    make_client: ClientFactory,
+) -> None:
+    # The periodic flush is pushed out of the way: the test flushes when it means to.
+    client = await make_client(key_usage_flush_seconds=3600)
+    app = app_of(client)
+    usage = app.state.identity.key_usage
+    used_at = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
+    usage.clock = lambda: used_at
+    auth = await signup(client)
+    created = await create_project(client, auth)
+    project_id = created["project"]["id"]
+    pk = {"X-Publishable-Key": created["publishable_key"]}
+    sk = {"Authorization": f"Bearer {created['secret_key']}"}
+    for _ in range(3):  # cached after the first: each use is still noted
+        assert (await client.get("/api/tiers", headers=pk)).status_code == 200
+    assert (await client.get("/api/dashboard", headers=sk)).status_code == 200
+    assert usage.pending == 2  # noted in memory: nothing written on the request path
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            statements.append(statement)
+
+    engine = app.state.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert await usage.flush(app.state.database) == 2
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 1
+    assert usage.pending == 0
+    keys = (await client.get(f"{API}/projects/{project_id}/keys", headers=auth)).json()["keys"]
+    last_used = {k["kind"]: datetime.fromisoformat(k["last_used_at"]) for k in keys}
+    assert last_used == {"publishable": used_at, "secret": used_at}
+    assert await usage.flush(app.state.database) == 0  # nothing new: no statement at all
+
+    later = used_at + timedelta(minutes=5)
+    usage.clock = lambda: later
+    assert (await client.get("/api/tiers", headers=pk)).status_code == 200
+    assert await usage.flush(app.state.database) == 1
+    keys = (await client.get(f"{API}/projects/{project_id}/keys", headers=auth)).json()["keys"]
+    last_used = {k["kind"]: datetime.fromisoformat(k["last_used_at"]) for k in keys}
+    assert last_used == {"publishable": later, "secret": used_at}
 
 
 async def test_project_keys_are_shown_once_and_the_secret_authenticates(
@@ -615,6 +662,7 @@ async def test_cli_platform_projects_and_keys(
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("TOLLHOUSE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TOLLHOUSE_SECRET_PEPPER", PEPPER)
+    load_settings(_env_file=None)  # the home's other secrets, as `tollhouse serve` makes them
 
     async def run(*args: str) -> Any:
         result = await asyncio.to_thread(CliRunner().invoke, cli, list(args))

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from jwks_server import JwksServer, claims, new_key
 from support import SERVICE, ClientFactory, app_of, assert_error, resolve, token_pair
-from tollhouse.identity.models import RefreshToken, User
+from tollhouse.identity.models import ErasedIdentity, RefreshToken, User
 from tollhouse.kit.clock import utcnow
 
 pytestmark = pytest.mark.anyio
@@ -334,7 +334,8 @@ async def test_erasure_forgets_the_person_and_keeps_the_row(client: httpx.AsyncC
     user = await resolve(client, "forget-me", email="f@example.com", display_name="F")
     pair = await token_pair(client, user)
     erased = await client.delete("/api/v1/users/me", headers=bearer(pair["access_token"]))
-    assert erased.json() == {"detail": "Personal data erased"}
+    assert erased.status_code == 200
+    assert erased.json() == {"id": user, "deleted": True, "message": "Personal data erased"}
     [row] = await stored_users(client)
     assert str(row.id) == user
     assert (row.email, row.display_name, row.external_id, row.is_active) == (
@@ -345,10 +346,45 @@ async def test_erasure_forgets_the_person_and_keeps_the_row(client: httpx.AsyncC
     )
     assert row.erased_at is not None
     assert all(t.revoked_at is not None for t in await stored_refresh_tokens(client))
-    # The external id is free again: the same person signing up later is a new user.
+    # The external id is free again: the same person signing up later is a new user, but
+    # without a second welcome bonus (only a hash of the erased id is kept to know that).
     fresh = await resolve(client, "forget-me")
     assert fresh != user
     assert uuid.UUID(fresh)
+    balance = await client.get(
+        "/api/v1/credits/balance", headers={**SERVICE, "X-User-ID": "forget-me"}
+    )
+    assert balance.json() == {"balance": 0, "lifetime_earned": 0, "lifetime_spent": 0}
+    [tombstone] = await stored_tombstones(client)
+    assert tombstone.external_id_hash != "forget-me"
+    assert len(tombstone.external_id_hash) == 64
+    # Another id (never erased) still gets the bonus.
+    await resolve(client, "someone-else")
+    other = await client.get(
+        "/api/v1/credits/balance", headers={**SERVICE, "X-User-ID": "someone-else"}
+    )
+    assert other.json()["balance"] == 50
+
+
+async def stored_tombstones(client: httpx.AsyncClient) -> list[ErasedIdentity]:
+    async with app_of(client).state.database.session() as session:
+        return list(await session.scalars(select(ErasedIdentity)))
+
+
+async def test_json_body_without_its_content_type_is_told_so(client: httpx.AsyncClient) -> None:
+    for content_type in (None, "application/x-www-form-urlencoded", "text/plain"):
+        headers = {**SERVICE, **({"Content-Type": content_type} if content_type else {})}
+        response = await client.post(
+            "/api/v1/users/resolve", content=b'{"external_id": "x"}', headers=headers
+        )
+        body = assert_error(response, 415, "unsupported_media_type")
+        assert "Content-Type: application/json" in body["message"]
+        assert (content_type or "nothing") in body["message"]
+    # A missing body is still the validation error it was; a JSON body is served.
+    assert_error(
+        await client.post("/api/v1/users/resolve", headers=SERVICE), 422, "validation_error"
+    )
+    assert (await resolve(client, "x")) is not None
 
 
 async def test_user_routes_refuse_a_system_caller(client: httpx.AsyncClient) -> None:

@@ -300,7 +300,7 @@ async def test_all_failing_raises_llm_unavailable(
 
 
 async def test_timeout_is_retryable(llm_peer: LLMPeer, make_router: MakeRouter) -> None:
-    llm_peer.script.latency = 0.5
+    llm_peer.script.latency = 5  # far past the timeout, however slow the machine
     router = make_router(openrouter(llm_peer, timeout=0.2), retries=1)
 
     with pytest.raises(LLMUnavailable, match="Timeout"):

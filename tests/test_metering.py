@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import select, update
 
+from support import PinnedClock, pinned_metering_caches
 from tollhouse.catalog.models import Tier
 from tollhouse.db.engine import Database
 from tollhouse.identity.models import User
@@ -376,12 +377,13 @@ async def test_allows_the_limit_then_refuses_with_retry_after(
 
 
 async def test_windows_expire(make_limiter: LimiterFactory) -> None:
-    limiter = await make_limiter()
+    clock = PinnedClock()
+    limiter = await make_limiter(clock)
     for _ in range(3):
         last = await limiter.hit("user-1", 2, window_seconds=1)
     assert not last.allowed
     assert last.retry_after == 1
-    await asyncio.sleep(last.retry_after)
+    clock.now += last.retry_after
     assert (await limiter.hit("user-1", 2, window_seconds=1)).allowed
 
 
@@ -432,6 +434,12 @@ async def test_without_a_redis_url_the_limiter_is_in_memory() -> None:
 async def test_a_tier_limit_change_is_seen_within_the_cache_window(world: World) -> None:
     """0 reads the tier every time; a window serves another process's change at most that
     late; a change this process commits is seen at once."""
+    clock = PinnedClock()
+    with pinned_metering_caches(clock):
+        await _tier_limit_changes(world, clock)
+
+
+async def _tier_limit_changes(world: World, clock: PinnedClock) -> None:
 
     async def tracked(cache_seconds: float) -> Usage:
         async with world.db.session() as session:
@@ -456,7 +464,7 @@ async def test_a_tier_limit_change_is_seen_within_the_cache_window(world: World)
     with pytest.raises(QuotaExceeded) as refused:
         await tracked(0.3)  # the cached limit, for at most the window
     assert (refused.value.count, refused.value.limit) == (4, 4)
-    await asyncio.sleep(0.35)
+    clock.now += 0.35
     assert ((usage := await tracked(0.3)).count, usage.limit) == (5, 10)
     async with world.db.session() as session:  # this process's own change
         await session.execute(

@@ -32,6 +32,7 @@ from support import (
     assert_error,
     pin_caller_cache_clock,
     pin_rate_limit_clock,
+    pinned_metering_caches,
 )
 from tollhouse.billing.models import Subscription
 from tollhouse.identity.models import User
@@ -778,14 +779,16 @@ async def test_a_plan_change_elsewhere_is_seen_within_the_cache_window(
     make_client: ClientFactory, cache_seconds: float
 ) -> None:
     client = await make_client(caller_cache_seconds=cache_seconds)
-    keys = await new_project(client)
-    headers = await end_user(client, keys, "subscriber@example.com")
-    assert await _plan_of_next_call(client, headers) == "free"
-    await _subscribe_elsewhere(client, keys, "pro")
-    if cache_seconds:
-        assert await _plan_of_next_call(client, headers) == "free"  # at most the window
-        await asyncio.sleep(cache_seconds + 0.05)
-    assert await _plan_of_next_call(client, headers) == "pro"
+    clock = PinnedClock()
+    with pinned_metering_caches(clock):
+        keys = await new_project(client)
+        headers = await end_user(client, keys, "subscriber@example.com")
+        assert await _plan_of_next_call(client, headers) == "free"
+        await _subscribe_elsewhere(client, keys, "pro")
+        if cache_seconds:
+            assert await _plan_of_next_call(client, headers) == "free"  # at most the window
+            clock.now += cache_seconds + 0.05
+        assert await _plan_of_next_call(client, headers) == "pro"
 
 
 async def test_a_plan_change_this_process_commits_is_seen_at_once(

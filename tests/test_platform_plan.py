@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from sqlalchemy import update
 
 from stripe_peer import StripePeer
-from support import ClientFactory, app_of, assert_error
+from support import ClientFactory, PinnedClock, app_of, assert_error, pin_caller_cache_clock
 from test_billing_stripe import API, WHSEC, signup, stripe_settings
 from tollhouse.kit.clock import utcnow
 from tollhouse.tenancy.models import Platform
@@ -242,9 +241,12 @@ async def test_the_gate_reaches_a_cached_key_within_the_cache_window(
     settings = {**stripe_settings(stripe_peer), **_operator_prices(stripe_peer)}
     client = await make_client(**settings, platform_stripe_mode="test", caller_cache_seconds=0.3)
     dev = await _dev(client, stripe_peer)
+    clock = PinnedClock(time.time())
+    pin_caller_cache_clock(client, clock)
     assert await dev.api_status() == (200, 200)  # cached now
     await dev.set_platform(plan_status="canceled", current_period_end=utcnow() - timedelta(days=8))
-    await anyio.sleep(0.35)
+    assert await dev.api_status() == (200, 200)  # at most the window
+    clock.now += 0.35
     assert await dev.api_status() == (403, 403)
 
 

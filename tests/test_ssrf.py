@@ -248,7 +248,7 @@ async def test_callback_sender_allowing_private_still_delivers(
     assert len(receiver.seen) == 1
 
 
-async def _closed(client: httpx.AsyncClient, within: float = 2.0) -> bool:
+async def _closed(client: httpx.AsyncClient, within: float = 20.0) -> bool:
     """Whether `client` is closed within `within` seconds (it is closed in the background)."""
     for _ in range(int(within / 0.01)):
         if client.is_closed:

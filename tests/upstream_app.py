@@ -59,13 +59,33 @@ async def missing(_request: Request) -> Response:
     return JSONResponse({"detail": "Node not found"}, status_code=404)
 
 
+# Each /sse stream holds its second event until POST /sse/release (at most SSE_HOLD_SECONDS):
+# its first event reaches a client through a proxy only if the proxy streams.
+SSE_HOLD_SECONDS = 10
+_held_streams: list[asyncio.Event] = []
+
+
 async def sse(_request: Request) -> Response:
+    released = asyncio.Event()
+    _held_streams.append(released)
+
     async def events() -> AsyncIterator[bytes]:
         yield b"data: first\n\n"
-        await asyncio.sleep(2)
-        yield b"data: second\n\n"
+        try:
+            await asyncio.wait_for(released.wait(), SSE_HOLD_SECONDS)
+            yield b"data: second, released\n\n"
+        except TimeoutError:
+            yield b"data: second, never released\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def sse_release(_request: Request) -> Response:
+    for released in _held_streams:
+        released.set()
+    count = len(_held_streams)
+    _held_streams.clear()
+    return JSONResponse({"released": count})
 
 
 async def big(request: Request) -> Response:
@@ -179,6 +199,7 @@ app = Starlette(
         Route("/text", text),
         Route("/fail", fail, methods=["GET", "POST"]),
         Route("/sse", sse),
+        Route("/sse/release", sse_release, methods=["POST"]),
         Route("/big", big),
         Route("/drop", drop),
         Route("/health", health),

@@ -30,6 +30,7 @@ from tollhouse.billing.stripe import routes as stripe_routes
 from tollhouse.config import ConfigError, Settings, load_settings
 from tollhouse.console import routes as console_routes
 from tollhouse.db.engine import Database
+from tollhouse.generation import discovery_routes, eval_routes, model_routes
 from tollhouse.generation import privacy as _generation_privacy  # noqa: F401 - export section
 from tollhouse.generation import routes as generation_routes
 from tollhouse.identity import routes as identity_routes
@@ -38,12 +39,17 @@ from tollhouse.interactions import routes as interaction_routes
 from tollhouse.kit.cors import CORSMiddleware
 from tollhouse.kit.drain import Drain
 from tollhouse.kit.errors import install_error_handlers
+from tollhouse.kit.hot_routes import HotRoutes
 from tollhouse.kit.input_guards import refuse_nul_characters
 from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from tollhouse.kit.shedding import LoadShedding
 from tollhouse.ledger import routes as ledger_routes
+from tollhouse.mcp.server import PATH as MCP_PATH
+from tollhouse.mcp.server import McpEndpoint
 from tollhouse.metering import caches as metering_caches
+from tollhouse.platform_api import hot as platform_hot
 from tollhouse.platform_api import oauth as platform_oauth
 from tollhouse.platform_api import operator as platform_operator
 from tollhouse.platform_api import routes as platform_routes
@@ -91,7 +97,7 @@ def create_app(
     forwards_billing = role != "billing" and settings.billing_service_url is not None
     if role == "billing" and not settings.gateway_internal_url:
         raise ConfigError("--role billing needs GATEWAY_INTERNAL_URL (the gateway's address).")
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(settings.log_level, json=settings.logs_as_json)
     database = Database(
         settings.effective_database_url,
         pool_size=settings.database_pool_size,
@@ -99,6 +105,7 @@ def create_app(
         pool_pre_ping=settings.database_pool_pre_ping,
     )
     metrics = HttpMetrics(settings.replica_name)
+    mcp = McpEndpoint() if role != "billing" else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -143,12 +150,24 @@ def create_app(
             generation = app.state.generation = wiring.generations(
                 settings, database, metrics.registry
             )
-        jobs = wiring.background_jobs(settings, database, generation, app.state.assets)
+        app.state.meter = wiring.meter(settings, database)
+        jobs = wiring.background_jobs(
+            settings, database, generation, app.state.assets, app.state.meter
+        )
+        key_usage = app.state.identity.key_usage
+
+        async def record_key_usage() -> None:  # every second: not worth a log line each time
+            await key_usage.flush(database)
+
+        jobs.every(settings.key_usage_flush_seconds, "record_key_usage", record_key_usage)
         jobs.start()
         drain: Drain = app.state.drain
         restore_sigterm = drain.on_sigterm()
         if generation is not None:
             drain.on_begin(generation.hand_off)
+        mcp_running = contextlib.AsyncExitStack()
+        if mcp is not None:
+            await mcp_running.enter_async_context(mcp.running())
         log.info(
             "started", version=__version__, database=database.backend, env=settings.tollhouse_env
         )
@@ -160,7 +179,10 @@ def create_app(
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(settings.drain_timeout_seconds):
                         await generation.finish_runs()
+            await mcp_running.aclose()
             await jobs.stop()
+            await key_usage.flush(database)
+            await app.state.meter.close()
             stop_publishing_tables()
             await invalidation.stop()
             if generation is not None:
@@ -196,15 +218,21 @@ def create_app(
         app.include_router(apple_routes.webhook)
     else:
         _include_gateway(app, settings, forwards_billing)
+    if mcp is not None:
+        app.mount(MCP_PATH, mcp)
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.
+    if role != "billing":  # the metered Platform API calls, without the router's scan
+        app.add_middleware(HotRoutes, routes=platform_hot.ROUTES)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         # An asset upload may be larger than other bodies (base64 adds a third).
         overrides=((asset_routes.UPLOAD_PATH, settings.asset_max_bytes * 4 // 3 + 64 * 1024),),
     )
+    if settings.max_concurrent_requests:
+        app.add_middleware(LoadShedding, max_in_flight=settings.max_concurrent_requests)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     if settings.cors_enabled:
         app.add_middleware(
@@ -242,3 +270,8 @@ def _include_gateway(app: FastAPI, settings: Settings, forwards_billing: bool) -
     app.include_router(platform_oauth.router)
     app.include_router(platform_operator.router)
     web_routes.include(app)
+    app.include_router(model_routes.router)
+    app.include_router(eval_routes.router)
+    app.include_router(discovery_routes.entity_routes)
+    app.include_router(discovery_routes.content_routes)
+    app.include_router(discovery_routes.internal)

@@ -10,20 +10,24 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     Field,
     SecretStr,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 SECRETS_FILE = "secrets.json"
+HOME_ENV = "TOLLHOUSE_HOME"
 # Secrets the service cannot run without: required in production.
 REQUIRED_SECRETS = ("jwt_secret_key", "tollhouse_secret_pepper", "flash_service_key")
 # Secrets that switch a feature on when set; in production they must not be weak.
@@ -88,6 +92,9 @@ class SubscriptionPlanConfig(BaseModel):
     currency: str = Field("usd", min_length=3, max_length=3)
     apple_product_id: str | None = Field(None, min_length=1, max_length=255)
     stripe_price_id: str | None = Field(None, min_length=1, max_length=255)
+    # The tier clients see in /billing/status `subscription_tier` (timepoint-mcp reads it);
+    # unset: the plan's id.
+    tier: str | None = Field(None, min_length=1, max_length=40)
 
 
 class BillingProductsConfig(BaseModel):
@@ -162,7 +169,12 @@ class Settings(BaseSettings):
     )
 
     tollhouse_env: Literal["development", "test", "production"] = "development"
-    tollhouse_data_dir: Path = Path("data")
+    # The one home of the SQLite file and the generated dev secrets, for the server and the
+    # CLI alike (TOLLHOUSE_HOME; TOLLHOUSE_DATA_DIR is its older name).
+    tollhouse_data_dir: Path = Field(
+        default_factory=lambda: default_home(),
+        validation_alias=AliasChoices("tollhouse_home", "tollhouse_data_dir"),
+    )
     database_url: str | None = None
     db_health_timeout_seconds: float = 5.0
     # PostgreSQL connections per process (SQLite always uses one).
@@ -173,7 +185,9 @@ class Settings(BaseSettings):
     database_pool_pre_ping: bool = False
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     log_level: str = "INFO"
-    log_json: bool = True
+    # JSON log lines (true) or coloured human lines (false); unset: human lines in a
+    # development terminal, JSON in production or when the output is not a terminal.
+    log_json: bool | None = None
 
     # Identity
     auth_enabled: bool = True
@@ -201,6 +215,8 @@ class Settings(BaseSettings):
     console_signups_per_minute: int = Field(5, ge=1, le=1000)
     # Lifetime of end-user tokens minted by POST /api/customers/{id}/token.
     end_user_token_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
+    # How often API keys' last use is written (one statement for every key used meanwhile).
+    key_usage_flush_seconds: float = Field(1.0, gt=0)
 
     # Service-to-service and operator credentials
     flash_service_key: SecretStr | None = None
@@ -232,6 +248,17 @@ class Settings(BaseSettings):
     replica_name: str | None = Field(None, min_length=1, max_length=100)
     # On SIGTERM: how long in-flight requests may run on before the process exits anyway.
     drain_timeout_seconds: float = Field(20.0, ge=0)
+
+    # Quota metering off the request path (metering/meter.py): counts are decided in memory
+    # (or in Redis when REDIS_URL is set) and written to the database in batches this often.
+    metering_flush_seconds: float = Field(1.0, gt=0, le=60)
+    # Without Redis, a limited tier's units are reserved in the database this many at a time
+    # before being served from memory (a crash can refuse at most this many early).
+    metering_lease_units: int = Field(20, ge=1, le=10_000)
+    metering_key_prefix: str = "tollhouse:meter:"
+    # Requests in flight per worker before new ones are shed with 503 + Retry-After (0 = no
+    # bound): past capacity, what is served keeps its latency instead of everything queueing.
+    max_concurrent_requests: int = Field(0, ge=0, le=100_000)
 
     # Upstreams: the clockchain (/api/v1/clockchain/*), the operator's own services
     # (UPSTREAMS, JSON list) and developers' APIs (/gw/{project}/*).
@@ -371,8 +398,15 @@ class Settings(BaseSettings):
     generation_events_retention_seconds: int = Field(600, ge=1)
     # Public pages of public timepoints: SHARE_URL_BASE + "/" + slug.
     share_url_base: str | None = None
-    # This service's public address, for absolute image URLs (unset: relative URLs).
+    # This service's public address, for absolute image URLs (unset: the address each
+    # request came in on).
     public_base_url: str | None = None
+    # /api/v1/eval for every caller (each pays `eval_compare`), not only operators.
+    eval_open_to_users: bool = False
+    # How long /api/v1/models keeps the providers' model catalogues.
+    models_cache_seconds: float = Field(3600.0, ge=0)
+    # Private timepoints' image URLs are signed and stop working after this long.
+    image_url_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
     # async generate's callback_url: attempts and the first backoff (doubling).
     callback_max_attempts: int = Field(4, ge=1, le=10)
     callback_backoff_seconds: float = Field(1.0, ge=0)
@@ -447,6 +481,12 @@ class Settings(BaseSettings):
         return self.tollhouse_env == "development"
 
     @property
+    def logs_as_json(self) -> bool:
+        if self.log_json is not None:
+            return self.log_json
+        return self.is_production or not sys.stdout.isatty()
+
+    @property
     def is_production(self) -> bool:
         return self.tollhouse_env == "production"
 
@@ -510,12 +550,67 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def load_settings(**overrides: Any) -> Settings:
-    settings = Settings(**overrides)
+def default_home() -> Path:
+    """The project's `data/` when running from a checkout (whatever the working directory),
+    else `data/` under the working directory."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "data"
+    return Path("data").resolve()
+
+
+SecretsMode = Literal["create", "existing", "skip"]
+
+
+def load_settings(*, secrets_mode: SecretsMode = "create", **overrides: Any) -> Settings:
+    """The settings, or a ConfigError that names the setting and says what to do.
+
+    Development secrets missing from the environment come from the home: `create` makes them
+    once (the server), `existing` refuses to invent them (the CLI: new ones would not match
+    the running server's), `skip` leaves them unset (commands that never sign anything)."""
+    try:
+        settings = Settings(**overrides)
+    except (ValidationError, SettingsError) as exc:
+        raise ConfigError(describe_settings_error(exc)) from None
     if settings.is_production:
         check_production_secrets(settings)
         return settings
-    return fill_dev_secrets(settings)
+    if secrets_mode == "skip":
+        return settings
+    return fill_dev_secrets(settings, create=secrets_mode == "create")
+
+
+def _env_name(field: str) -> str:
+    return HOME_ENV if field == "tollhouse_data_dir" else field.upper()
+
+
+def _default_of(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    default = None if info is None else info.get_default(call_default_factory=True)
+    return "unset" if default is None else json.dumps(default, default=str)
+
+
+def describe_settings_error(exc: ValidationError | SettingsError) -> str:
+    """One line per bad setting: its name, what is wrong, and what to do."""
+    if isinstance(exc, SettingsError):
+        # pydantic-settings says: error parsing value for field "credit_costs" from source ...
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        return (
+            f"{_env_name(field)} is not valid JSON{cause}: fix the value or unset it "
+            f"(default {_default_of(field)})."
+        )
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        shown = error.get("input")
+        where = ".".join(str(part) for part in error["loc"][1:])
+        value = "" if where or shown is None else f"={shown}"
+        lines.append(
+            f"{_env_name(field)}{value}: {error['msg']}{f' (at {where})' if where else ''}; "
+            f"fix it or unset it (default {_default_of(field)})."
+        )
+    return "\n".join(lines)
 
 
 def check_production_secrets(settings: Settings) -> None:
@@ -544,12 +639,19 @@ def _weakness(value: str) -> str | None:
     return None
 
 
-def fill_dev_secrets(settings: Settings) -> Settings:
-    """Give a dev machine stable secrets without asking: generated once, kept in the data dir."""
+def fill_dev_secrets(settings: Settings, *, create: bool = True) -> Settings:
+    """Give a dev machine stable secrets without asking: generated once, kept in the home."""
     missing = [name for name in GENERATED_SECRETS if getattr(settings, name) is None]
     if not missing:
         return settings
-    stored = read_dev_secrets(settings.tollhouse_data_dir, create=True)
+    stored = read_dev_secrets(settings.tollhouse_data_dir, create=create)
+    absent = [name for name in missing if name not in stored]
+    if absent:
+        raise ConfigError(
+            f"No development secrets in {settings.tollhouse_data_dir / SECRETS_FILE} "
+            f"({', '.join(name.upper() for name in absent)}): start the server once "
+            f"(`make run`) to create them, or set {HOME_ENV} to the server's home."
+        )
     return settings.model_copy(update={name: SecretStr(stored[name]) for name in missing})
 
 

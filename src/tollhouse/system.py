@@ -100,18 +100,22 @@ async def metrics(request: Request) -> Response:
 
 
 def _generation_status(request: Request) -> dict[str, Any]:
-    """flash-contract §1.2: the provider tried first and the default preset's models."""
+    """flash-contract §1.2: the provider and models the default preset's calls really go to
+    (after LLM_MODEL / LLM_IMAGE_MODEL and provider fallback), not only what it asks for."""
     generation = getattr(request.app.state, "generation", None)
     if generation is None:  # the billing role generates nothing
         return {}
     preset = generation.presets[DEFAULT_PRESET]
-    names = generation.router.names
+    router = generation.router
+    creative = router.route(preset.text_model, preset.provider)
+    judge = router.route(preset.judge_model or preset.text_model, preset.provider)
+    image = router.route(preset.image_model, preset.provider, "image")
     return {
-        "primary_provider": names[0] if names else None,
+        "primary_provider": creative[0] if creative else None,
         "models": {
-            "judge": preset.judge_model or preset.text_model,
-            "creative": preset.text_model,
-            "image": preset.image_model,
+            "judge": judge[1] if judge else preset.judge_model or preset.text_model,
+            "creative": creative[1] if creative else preset.text_model,
+            "image": image[1] if image else preset.image_model,
         },
     }
 

@@ -43,6 +43,7 @@ from tollhouse.ledger.context import LedgerContext
 from tollhouse.ledger.costs import configured_costs
 from tollhouse.ledger.signup import signup_grant
 from tollhouse.metering import caches as metering_caches
+from tollhouse.metering.meter import Meter, meter_from_settings
 from tollhouse.metering.rate_limit import RateLimiter, rate_limiter_from_url
 from tollhouse.tenancy.service import KeyMatch, ensure_home_project
 from tollhouse.upstreams.context import UpstreamContext
@@ -108,6 +109,17 @@ def stripe_gateway(settings: Settings) -> StripeGateway:
 def rate_limiter(settings: Settings) -> RateLimiter:
     """Memory (this process) by default; Redis when REDIS_URL is set (shared by replicas)."""
     return rate_limiter_from_url(settings.redis_url, settings.rate_limit_key_prefix)
+
+
+def meter(settings: Settings, database: Database) -> Meter:
+    """Quota counts in this process (leased from the database) or, with REDIS_URL, in Redis;
+    written to the database every METERING_FLUSH_SECONDS."""
+    return meter_from_settings(
+        database,
+        settings.redis_url,
+        prefix=settings.metering_key_prefix,
+        lease_units=settings.metering_lease_units,
+    )
 
 
 def upstream_context(settings: Settings) -> UpstreamContext:
@@ -216,6 +228,7 @@ def background_jobs(
     database: Database,
     generation: Generations | None = None,
     asset_storage: AssetContext | None = None,
+    usage_meter: Meter | None = None,
 ) -> PeriodicJobs:
     jobs = PeriodicJobs()
     if asset_storage is not None:
@@ -224,6 +237,13 @@ def background_jobs(
             "purge_deleted_assets",
             lambda: purge_deleted_assets(database, asset_storage),
         )
+    if usage_meter is not None:
+        meter = usage_meter
+
+        async def flush_usage() -> None:  # every second: no log line for a routine flush
+            await meter.flush()
+
+        jobs.every(settings.metering_flush_seconds, "flush_usage", flush_usage)
     if generation is not None:
         jobs.every(
             settings.hold_sweep_interval_seconds,

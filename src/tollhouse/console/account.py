@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Request, Response
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.console.deps import ConsoleDep, Limit, Offset, pepper_of, settings_of
@@ -28,7 +27,7 @@ from tollhouse.identity.caller import SESSION_COOKIE
 from tollhouse.metering.guards import limit_attempts
 from tollhouse.tenancy import developers
 from tollhouse.tenancy import service as tenancy
-from tollhouse.tenancy.models import AuditEntry, Developer
+from tollhouse.tenancy.models import Developer
 
 router = APIRouter(tags=["console"])
 
@@ -129,14 +128,12 @@ async def revoke_token(token_id: uuid.UUID, console: ConsoleDep) -> None:
 
 @router.get("/audit")
 async def audit_log(console: ConsoleDep, limit: Limit = 50, offset: Offset = 0) -> AuditPage:
-    scope = AuditEntry.platform_id == console.platform_id
-    total = await console.session.scalar(select(func.count()).select_from(AuditEntry).where(scope))
-    rows = await console.session.scalars(
-        select(AuditEntry).where(scope).order_by(AuditEntry.id.desc()).limit(limit).offset(offset)
+    total, rows = await tenancy.audit_entries(
+        console.session, console.platform_id, limit=limit, offset=offset
     )
     return AuditPage(
         limit=limit,
         offset=offset,
-        total=total or 0,
+        total=total,
         entries=[AuditOut.model_validate(row, from_attributes=True) for row in rows],
     )

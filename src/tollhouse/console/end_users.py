@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 from fastapi import APIRouter
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from tollhouse.catalog import service as catalog
 from tollhouse.console.deps import ConsoleDep, Limit, Offset, ProjectDep
@@ -18,6 +18,7 @@ from tollhouse.console.schemas import (
     UsageResponse,
     UserUsage,
 )
+from tollhouse.identity import service as identity
 from tollhouse.identity.models import User
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.errors import NotFound, ValidationFailed
@@ -49,17 +50,11 @@ async def _end_user(console: ConsoleDep, project: Project, user_id: uuid.UUID) -
 async def list_users(
     project: ProjectDep, console: ConsoleDep, limit: Limit = 50, offset: Offset = 0
 ) -> EndUserPage:
-    scope = User.project_id == project.id
-    total = await console.session.scalar(select(func.count()).select_from(User).where(scope))
-    rows = await console.session.scalars(
-        select(User)
-        .where(scope)
-        .order_by(User.created_at.desc(), User.id)
-        .limit(limit)
-        .offset(offset)
+    total, rows = await identity.users_of_project(
+        console.session, project.id, limit=limit, offset=offset
     )
     return EndUserPage(
-        limit=limit, offset=offset, total=total or 0, users=[EndUserOut.of(u) for u in rows]
+        limit=limit, offset=offset, total=total, users=[EndUserOut.of(u) for u in rows]
     )
 
 

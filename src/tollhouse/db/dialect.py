@@ -16,9 +16,16 @@ def insert_ignoring_conflicts(session: AsyncSession, model: Any) -> Any:
 
 
 def upsert(
-    session: AsyncSession, model: Any, conflict_columns: list[str], update: dict[str, Any]
+    session: AsyncSession,
+    model: Any,
+    conflict_columns: list[str],
+    update: dict[str, Any],
+    where: Any = None,
 ) -> Any:
-    """`INSERT … ON CONFLICT (columns) DO UPDATE SET …`, one statement on either backend."""
+    """`INSERT … ON CONFLICT (columns) DO UPDATE SET … [WHERE …]`, one statement on either
+    backend (with `where`, a conflicting row that fails it is left alone: nothing returned)."""
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(model).on_conflict_do_update(index_elements=conflict_columns, set_=update)
+    return module.insert(model).on_conflict_do_update(
+        index_elements=conflict_columns, set_=update, where=where
+    )

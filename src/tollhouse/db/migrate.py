@@ -23,9 +23,19 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision`. Blocking: call it outside the event loop."""
+def upgrade(url: str, revision: str = "head") -> list[str]:
+    """Bring the database at `url` to `revision`; the migrations applied, oldest first
+    ("0010 image deletions"). Blocking: call it outside the event loop."""
+    before = asyncio.run(current_revision(url))
+    if revision == "head" and before == head_revision():
+        return []  # skips loading env.py and every model: the common case is cheap
     command.upgrade(alembic_config(url), revision)
+    after = asyncio.run(current_revision(url))
+    if after is None or after == before:
+        return []
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    applied = reversed(list(script.iterate_revisions(after, before)))
+    return [f"{step.revision} {step.doc}" for step in applied]
 
 
 def head_revision() -> str | None:

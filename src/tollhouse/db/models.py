@@ -8,7 +8,7 @@ from tollhouse.db.base import Base
 from tollhouse.generation import models as generation_models
 from tollhouse.identity import models as identity_models
 from tollhouse.interactions import models as interaction_models
-from tollhouse.kit import idempotency, mail
+from tollhouse.kit import idempotency, mail, tasks
 from tollhouse.ledger import models as ledger_models
 from tollhouse.metering import models as metering_models
 from tollhouse.tenancy import models as tenancy_models
@@ -28,6 +28,7 @@ __all__ = [
     "mail",
     "metadata",
     "metering_models",
+    "tasks",
     "tenancy_models",
     "upstream_models",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -16,10 +17,13 @@ def database(request: Request) -> Database:
     return cast(Database, request.app.state.database)
 
 
-async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
+@asynccontextmanager
+async def unit_of_work(db: Database) -> AsyncIterator[AsyncSession]:
+    """One request's unit of work: committed when the block ends cleanly, rolled back on an
+    error (unless the error says it keeps its writes)."""
     # A session that never ran a statement holds no connection: it is neither committed nor
     # closed, so requests answered from caches pay nothing for it.
-    session = database(request).sessions()
+    session = db.sessions()
     try:
         yield session
     except TollhouseError as exc:
@@ -37,6 +41,11 @@ async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
     else:
         if session.in_transaction():
             await session.commit()
+
+
+async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with unit_of_work(database(request)) as session:
+        yield session
 
 
 # scope="function": the commit happens before the response is sent, so a client never sees

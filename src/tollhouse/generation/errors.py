@@ -25,6 +25,11 @@ class InvalidVisibility(BadRequest):
     message = "Invalid visibility value. Must be 'public' or 'private'."
 
 
+class NotExportable(BadRequest):
+    code = "not_completed"
+    message = "Timepoint must be completed before export"
+
+
 class NoCharacters(NotFound):
     code = "no_characters"
     message = "This timepoint has no character data"
@@ -45,3 +50,24 @@ class GenerationFailed(TollhouseError):
     status_code = 500
     code = "generation_error"
     message = "The generation failed; nothing was charged."
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+    message = "Model not found"
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+    message = "Task not found"
+
+
+class OperatorOnly(Forbidden):
+    code = "operator_only"
+    message = "Model comparison is for operators (the service or admin key) on this server."
+
+
+class EvalFailed(TollhouseError):
+    status_code = 502
+    code = "eval_failed"
+    message = "No model answered; nothing was charged."

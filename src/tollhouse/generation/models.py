@@ -54,6 +54,9 @@ class Timepoint(CreatedAt, Base):
     tdf_hash: Mapped[str | None] = mapped_column(String(64))
     # The image lives in the storage port; the row keeps its key and type only.
     image_key: Mapped[str | None] = mapped_column(String(300))
+    # Where export / write_blob last wrote the TDF record in storage, and when.
+    blob_path: Mapped[str | None] = mapped_column(String(300))
+    blob_written_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     image_content_type: Mapped[str | None] = mapped_column(String(50))
 
     text_model_used: Mapped[str | None] = mapped_column(String(200))

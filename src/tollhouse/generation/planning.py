@@ -2,22 +2,18 @@
 
 Which model runs: an explicit `text_model`/`image_model` beats `model_policy=permissive`
 (open-weight defaults, batch dialog, no grounding or critique), which beats the preset.
-Unknown presets run as the default one (the contract's behaviour; `preset_used` says so).
+An unknown preset is a 422 naming the known ones (the contract ran the default one silently).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import structlog
-
 from tollhouse.config import Settings
 from tollhouse.generation.context import SceneRequest
 from tollhouse.generation.llm.base import Sampling
-from tollhouse.generation.presets import DEFAULT_PRESET, Preset, check_permissive
+from tollhouse.generation.presets import Preset, check_permissive, find_preset
 from tollhouse.generation.schemas import GenerateRequest, LLMParams
-
-log = structlog.get_logger("tollhouse.generation")
 
 
 def _sampling(params: LLMParams | None, preset: Preset) -> Sampling:
@@ -41,9 +37,7 @@ def plan(body: GenerateRequest, presets: Mapping[str, Preset], settings: Setting
     permissive = body.model_policy == "permissive"
     if permissive:
         check_permissive(body.text_model, body.image_model)
-    preset = presets.get(body.preset or DEFAULT_PRESET) or presets[DEFAULT_PRESET]
-    if body.preset and body.preset not in presets:
-        log.info("unknown_preset", preset=body.preset, used=preset.name)
+    preset = find_preset(presets, body.preset)
     if permissive:
         preset = preset.model_copy(update={"batch_dialog": True})
     text_model = body.text_model or (

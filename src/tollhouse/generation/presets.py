@@ -84,11 +84,42 @@ BUILT_IN: Mapping[str, dict[str, Any]] = {
         "thinking": "medium",
         "parallelism": 5,
     },
+    # Open-weight text and image models only, so the output can be used to train models.
+    "free_distillable": {
+        "text_model": "openrouter/hunter-alpha",
+        "judge_model": "openrouter/healer-alpha",
+        "image_model": "stability-ai/sd3.5-large",
+        "provider": "openrouter",
+        "max_tokens": 4096,
+        "parallelism": 1,
+    },
+    "frontier": {
+        "text_model": "anthropic/claude-opus-4.8",
+        "image_model": "google/gemini-3-pro-image-preview",
+        "provider": "openrouter",
+        "max_tokens": 4096,
+        "parallelism": 3,
+    },
 }
 
 
 class RestrictedModel(ValidationFailed):
     code = "restricted_model"
+
+
+class UnknownPreset(ValidationFailed):
+    code = "unknown_preset"
+
+
+def find_preset(presets: Mapping[str, Preset], name: str | None) -> Preset:
+    """The named preset (the default one when unnamed); 422 naming the known ones otherwise."""
+    preset = presets.get(name or DEFAULT_PRESET)
+    if preset is None:
+        known = sorted(presets)
+        raise UnknownPreset(
+            f"Unknown preset {name!r}: one of {', '.join(known)}.", detail={"known": known}
+        )
+    return preset
 
 
 def load_presets(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Preset]:
@@ -126,9 +157,3 @@ def model_provider(model: str | None) -> str:
     if "/" in lowered:
         return "openrouter"
     return "unknown"
-
-
-def model_permissiveness(model: str | None) -> str:
-    if not model:
-        return "unknown"
-    return "permissive" if is_open_weight(model) else "restricted"

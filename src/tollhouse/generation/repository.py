@@ -20,6 +20,11 @@ async def by_id(
     )
 
 
+async def by_id_any_project(session: AsyncSession, timepoint_id: uuid.UUID) -> Timepoint | None:
+    """Only for links that carry their own authority (public images, signed URLs)."""
+    return await session.get(Timepoint, timepoint_id)
+
+
 async def by_slug(session: AsyncSession, project_id: str, slug: str) -> Timepoint | None:
     return await session.scalar(
         select(Timepoint).where(Timepoint.project_id == project_id, Timepoint.slug == slug)
@@ -35,6 +40,26 @@ def visible_filter(viewer_id: uuid.UUID | None) -> ColumnElement[bool]:
     if viewer_id is None:
         return Timepoint.visibility == "public"
     return or_(Timepoint.visibility == "public", Timepoint.user_id == viewer_id)
+
+
+async def public_completed(
+    session: AsyncSession,
+    project_id: str,
+    *,
+    on: Sequence[tuple[int, int]] = (),
+    limit: int,
+) -> Sequence[Timepoint]:
+    """Public, completed, not-deleted timepoints, those with an image first, newest first;
+    with `on`, only those whose (month, day) is one of them."""
+    query = listing(project_id, status="completed", where=[Timepoint.visibility == "public"])
+    if on:
+        query = query.where(
+            or_(*((Timepoint.month == month) & (Timepoint.day == day) for month, day in on))
+        )
+    query = query.order_by(
+        Timepoint.image_key.is_(None), Timepoint.created_at.desc(), Timepoint.id
+    ).limit(limit)
+    return (await session.scalars(query)).all()
 
 
 async def page(

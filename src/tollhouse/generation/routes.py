@@ -10,24 +10,23 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from tollhouse.db.session import SessionDep
-from tollhouse.generation import runs, service, views
-from tollhouse.generation.callbacks import validate_callback_url
+from tollhouse.generation import launch, runs, service, tdf, views
 from tollhouse.generation.errors import (
     GenerationFailed,
     GenerationTimedOut,
     NoCharacters,
     NoImage,
+    TimepointNotFound,
 )
 from tollhouse.generation.events import GenerationEvent
 from tollhouse.generation.models import Timepoint
-from tollhouse.generation.runs import Generations, Job
+from tollhouse.generation.runs import Generations
 from tollhouse.generation.schemas import (
     CharactersResponse,
     Deleted,
@@ -38,13 +37,11 @@ from tollhouse.generation.schemas import (
     TimepointSummaryPage,
     VisibilityUpdate,
 )
-from tollhouse.identity.caller import Caller, GatewayCaller, UserCaller
+from tollhouse.identity.caller import Caller, CallerDep, GatewayCaller, UserCaller
 from tollhouse.kit import sse
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.idempotency import IdempotencyDep
 from tollhouse.kit.paging import Page, PageSize
-from tollhouse.ledger.charging import hold_charge
-from tollhouse.ledger.costs import generation_cost_key
 
 router = APIRouter(prefix="/api/v1/timepoints", tags=["timepoints"])
 mine = APIRouter(prefix="/api/v1/users/me", tags=["timepoints"])
@@ -52,59 +49,24 @@ mine = APIRouter(prefix="/api/v1/users/me", tags=["timepoints"])
 StatusFilter = Annotated[Literal["processing", "completed", "failed"] | None, Query()]
 
 
-def generations(request: Request) -> Generations:
-    value: Generations = request.app.state.generation
-    return value
+generations = launch.generations
 
 
-async def _begin(
-    body: GenerateRequest,
-    request: Request,
-    caller: Caller,
-    session: SessionDep,
-    *,
-    callback_url: str | None = None,
-) -> tuple[Job, asyncio.Task[runs.Outcome]]:
-    domain = generations(request)
-    domain.require_provider()
-    plan = domain.plan(body)
-    if callback_url is not None:
-        await validate_callback_url(
-            callback_url, allow_private=domain.settings.private_urls_allowed
-        )
-    timepoint_id = uuid.uuid4()
-    preset = plan.preset.name
-    charge = await hold_charge(
-        request,
-        caller,
-        session,
-        generation_cost_key(preset),
-        "generation",
-        reference_id=str(timepoint_id),
-        description=f"Generate ({preset}): {body.query[:60]}",
-        ttl=domain.hold_ttl,
-    )
-    session.add(
-        service.new_timepoint(
-            caller,
-            timepoint_id,
-            body.query,
-            preset,
-            visibility=body.visibility,
-            generate_image=body.generate_image,
-        )
-    )
-    # Committed before the run starts: its task saves the row in a session of its own.
-    await session.commit()
-    job = Job(
-        timepoint_id=timepoint_id,
-        request=plan,
-        charge=charge,
-        preset_label=body.preset or preset,
-        callback_url=callback_url,
-        request_context=body.request_context,
-    )
-    return job, domain.start(job)
+async def _timepoint_id(timepoint_id: str) -> uuid.UUID:
+    """flash-contract §8.4, lenient on purpose: an id that is not a UUID names no timepoint,
+    so it is a 404 like any other unknown id (not a 422)."""
+    try:
+        return uuid.UUID(timepoint_id)
+    except ValueError as exc:
+        raise TimepointNotFound() from exc
+
+
+TimepointId = Annotated[uuid.UUID, Depends(_timepoint_id)]
+
+
+def links(request: Request) -> views.Links:
+    """Absolute links for this request (PUBLIC_BASE_URL, else the address it came in on)."""
+    return generations(request).links.at(str(request.base_url))
 
 
 def _idempotency_scope(caller: Caller) -> str:
@@ -125,7 +87,7 @@ async def generate(
     With `Idempotency-Key`, a retried request answers the first one's id, charged once."""
 
     async def work() -> GenerationStarted:
-        job, _ = await _begin(body, request, caller, session, callback_url=body.callback_url)
+        job, _ = await launch.begin(body, request, caller, session, callback_url=body.callback_url)
         return GenerationStarted(
             id=job.timepoint_id,
             status="processing",
@@ -141,8 +103,7 @@ async def generate_sync(
     body: GenerateRequest, request: Request, caller: GatewayCaller, session: SessionDep
 ) -> TimepointResponse:
     """Generate and answer with the whole timepoint (504 after GENERATION_TIMEOUT_SECONDS)."""
-    domain = generations(request)
-    job, task = await _begin(body, request, caller, session)
+    job, task = await launch.begin(body, request, caller, session)
     # Shielded: a client that hangs up does not cancel the run.
     outcome = await asyncio.shield(task)
     if outcome.interrupted == runs.TIMED_OUT:
@@ -151,7 +112,9 @@ async def generate_sync(
         raise GenerationFailed(outcome.error)
     timepoint = await service.find(session, caller, job.timepoint_id)
     await session.refresh(timepoint)
-    return views.response(timepoint, domain.links, full=True, request_context=body.request_context)
+    return views.response(
+        timepoint, links(request), full=True, request_context=body.request_context
+    )
 
 
 def _frames(domain: Generations, events: AsyncIterator[GenerationEvent]) -> AsyncIterator[bytes]:
@@ -160,38 +123,6 @@ def _frames(domain: Generations, events: AsyncIterator[GenerationEvent]) -> Asyn
             yield sse.frame(event.to_json())
 
     return sse.with_keepalive(encoded(), domain.settings.sse_keepalive_seconds, domain.handed_off)
-
-
-# A follower waits at most this long past the latest a run can end (its timeout) before it
-# concludes the run's process went away and answers from the row instead.
-FOLLOW_GRACE_SECONDS = 30.0
-
-
-async def _followed(
-    domain: Generations, timepoint_id: uuid.UUID, created_at: datetime
-) -> AsyncIterator[GenerationEvent]:
-    """The run's events (replayed, then live) up to its terminal one; when none comes in time
-    (the process running it died), what the row says instead."""
-    limit = timedelta(seconds=domain.settings.generation_timeout_seconds + FOLLOW_GRACE_SECONDS)
-    events = domain.bus.follow(runs.topic(timepoint_id))
-    try:
-        while (remaining := (created_at + limit - utcnow()).total_seconds()) > 0:
-            try:
-                event = await asyncio.wait_for(anext(events), remaining)
-            except (StopAsyncIteration, TimeoutError):
-                break
-            yield event
-            if event.terminal:
-                return
-    finally:
-        await events.aclose()
-    async with domain.database.session() as session:
-        row = await session.get(Timepoint, timepoint_id)
-    if row is not None and row.status != "processing":
-        yield views.done_event(row)
-    else:
-        message = "The generation stopped without finishing: the server running it went away."
-        yield GenerationEvent("error", "interrupted", None, 0, message)
 
 
 def _event_stream(domain: Generations, events: AsyncIterator[GenerationEvent]) -> StreamingResponse:
@@ -204,7 +135,7 @@ def _event_stream(domain: Generations, events: AsyncIterator[GenerationEvent]) -
 
 def follow_new_run(domain: Generations, timepoint_id: uuid.UUID) -> StreamingResponse:
     """The SSE response following a run just started (other domains start runs too)."""
-    return _event_stream(domain, _followed(domain, timepoint_id, utcnow()))
+    return _event_stream(domain, launch.follow(domain, timepoint_id, utcnow()))
 
 
 @router.post("/generate/stream")
@@ -212,7 +143,7 @@ async def generate_stream(
     body: GenerateRequest, request: Request, caller: GatewayCaller, session: SessionDep
 ) -> StreamingResponse:
     """Generate, sending an SSE frame per finished step; errors before the stream are JSON."""
-    job, _ = await _begin(body, request, caller, session)
+    job, _ = await launch.begin(body, request, caller, session)
     return follow_new_run(generations(request), job.timepoint_id)
 
 
@@ -229,9 +160,9 @@ async def list_timepoints(
     rows, total = await service.list_visible(
         session, caller, page=page, page_size=page_size, status=status, visibility=visibility
     )
-    links = generations(request).links
+    here = links(request)
     return TimepointPage(
-        items=[views.response(row, links) for row in rows],
+        items=[views.response(row, here) for row in rows],
         total=total,
         page=page,
         page_size=page_size,
@@ -246,7 +177,7 @@ async def _view(
     if include_image and timepoint.image_key is not None:
         stored = await domain.storage.get(timepoint.image_key)
         image = stored.data if stored is not None else None
-    return views.response(timepoint, domain.links, full=full, image=image)
+    return views.response(timepoint, links(request), full=full, image=image)
 
 
 @router.get("/slug/{slug}", response_model=TimepointResponse)
@@ -264,7 +195,7 @@ async def get_by_slug(
 
 @router.get("/{timepoint_id}", response_model=TimepointResponse)
 async def get_timepoint(
-    timepoint_id: uuid.UUID,
+    timepoint_id: TimepointId,
     request: Request,
     caller: GatewayCaller,
     session: SessionDep,
@@ -277,7 +208,7 @@ async def get_timepoint(
 
 @router.get("/{timepoint_id}/characters", response_model=CharactersResponse)
 async def get_characters(
-    timepoint_id: uuid.UUID, caller: GatewayCaller, session: SessionDep
+    timepoint_id: TimepointId, caller: GatewayCaller, session: SessionDep
 ) -> CharactersResponse:
     timepoint = await service.find_visible(session, caller, timepoint_id)
     characters = views.characters(timepoint)
@@ -288,28 +219,58 @@ async def get_characters(
 
 @router.get("/{timepoint_id}/image")
 async def get_image(
-    timepoint_id: uuid.UUID, request: Request, caller: GatewayCaller, session: SessionDep
+    timepoint_id: TimepointId,
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    expires: int | None = None,
+    signature: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    """The scene's image bytes, under the same visibility rules as the timepoint."""
-    timepoint = await service.find_visible(session, caller, timepoint_id)
+    """The scene's image bytes: a public timepoint's for anyone (browsers load it from
+    `image_url`), a private one's for its owner or with the signed URL its owner was given."""
+    domain = generations(request)
+    signed = (
+        expires is not None
+        and signature is not None
+        and domain.links.signed_image_ok(timepoint_id, expires, signature)
+    )
+    timepoint = await service.find_image_owner(session, caller, timepoint_id, signed=signed)
     stored = None
     if timepoint.image_key is not None:
-        stored = await generations(request).storage.get(timepoint.image_key)
+        stored = await domain.storage.get(timepoint.image_key)
     if stored is None:
         raise NoImage()
     cache = "public, max-age=3600" if timepoint.visibility == "public" else "private, no-store"
     return Response(stored.data, media_type=stored.content_type, headers={"Cache-Control": cache})
 
 
+@router.get("/{timepoint_id}/tdf")
+async def get_tdf(
+    timepoint_id: TimepointId, caller: GatewayCaller, session: SessionDep
+) -> dict[str, Any]:
+    """The scene as a TDF record, as the clockchain's `ingest/tdf` takes it."""
+    return tdf.record(await service.find_record(session, caller, timepoint_id))
+
+
+@router.post("/{timepoint_id}/export", response_model=TimepointResponse)
+async def export_timepoint(
+    timepoint_id: TimepointId, request: Request, caller: GatewayCaller, session: SessionDep
+) -> TimepointResponse:
+    """(Re)write the TDF record to storage; the answer says where (`blob_path`)."""
+    timepoint = await service.find_to_export(session, caller, timepoint_id)
+    await tdf.write_blob(generations(request).storage, timepoint)
+    return views.response(timepoint, links(request), full=True)
+
+
 @router.get("/{timepoint_id}/stream")
 async def follow_timepoint(
-    timepoint_id: uuid.UUID, request: Request, caller: GatewayCaller, session: SessionDep
+    timepoint_id: TimepointId, request: Request, caller: GatewayCaller, session: SessionDep
 ) -> StreamingResponse:
     """Replay a generation's events so far and follow the rest, from any replica."""
     domain = generations(request)
     timepoint = await service.find_visible(session, caller, timepoint_id)
     if timepoint.status == "processing" or await domain.bus.has(runs.topic(timepoint_id)):
-        return _event_stream(domain, _followed(domain, timepoint.id, timepoint.created_at))
+        return _event_stream(domain, launch.follow(domain, timepoint.id, timepoint.created_at))
 
     # Finished long ago (its events expired): its ending is all there is to tell.
     async def ending() -> AsyncIterator[GenerationEvent]:
@@ -320,19 +281,19 @@ async def follow_timepoint(
 
 @router.patch("/{timepoint_id}/visibility", response_model=TimepointResponse)
 async def change_visibility(
-    timepoint_id: uuid.UUID,
+    timepoint_id: TimepointId,
     body: VisibilityUpdate,
     request: Request,
     caller: GatewayCaller,
     session: SessionDep,
 ) -> TimepointResponse:
     timepoint = await service.set_visibility(session, caller, timepoint_id, body.visibility)
-    return views.response(timepoint, generations(request).links, full=True)
+    return views.response(timepoint, links(request), full=True)
 
 
 @router.delete("/{timepoint_id}", response_model=Deleted)
 async def delete_timepoint(
-    timepoint_id: uuid.UUID,
+    timepoint_id: TimepointId,
     caller: GatewayCaller,
     session: SessionDep,
     permanent: bool = False,

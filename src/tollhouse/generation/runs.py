@@ -22,18 +22,21 @@ import structlog
 
 from tollhouse.config import Settings
 from tollhouse.db.engine import Database
-from tollhouse.generation import planning, repository, service, views
+from tollhouse.generation import planning, provenance, repository, service, tdf, views
 from tollhouse.generation.callbacks import CallbackSender
 from tollhouse.generation.context import RunLLM, SceneContext, SceneRequest
 from tollhouse.generation.events import EventBus, GenerationEvent, RedisBus
 from tollhouse.generation.llm.router import LLMRouter, NoLLMProvider
+from tollhouse.generation.model_registry import ModelRegistry
 from tollhouse.generation.models import Timepoint
 from tollhouse.generation.pipeline import RunResult, StepOutcome
 from tollhouse.generation.presets import Preset, load_presets
 from tollhouse.generation.scene import SceneRecord, scene_graph, scene_record
 from tollhouse.generation.schemas import GenerateRequest
 from tollhouse.kit.clock import utcnow
+from tollhouse.kit.crypto import hmac_sha256_hex
 from tollhouse.kit.storage import Storage
+from tollhouse.kit.tasks import TaskRunner
 from tollhouse.ledger.charging import Charge
 
 log = structlog.get_logger("tollhouse.generation")
@@ -63,6 +66,7 @@ class Job:
     request_context: dict[str, Any] | None = None
     # Row fields decided before the run, kept over what the scene says (a jump's target date).
     fixed_fields: dict[str, Any] = field(default_factory=dict)
+    write_blob: bool = False
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -89,7 +93,23 @@ class Generations:
         self.storage = storage
         self.callbacks = callbacks
         self.presets: dict[str, Preset] = load_presets(settings.generation_presets)
-        self.links = views.Links(settings.share_url_base, settings.public_base_url)
+        self.links = views.Links(
+            settings.share_url_base,
+            settings.public_base_url,
+            signing_key=hmac_sha256_hex(
+                settings.secret("tollhouse_secret_pepper") or "", "timepoint-image-urls"
+            ),
+            image_url_ttl=settings.image_url_ttl_seconds,
+        )
+        self.models = ModelRegistry(
+            router,
+            self.presets,
+            (settings.permissive_text_model, settings.llm_model),
+            (settings.permissive_image_model, settings.llm_image_model),
+            cache_seconds=settings.models_cache_seconds,
+        )
+        # One-off background work (re-grounding); a later queue replaces the runner.
+        self.tasks = TaskRunner(database)
         self._tasks: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
         self._extra: set[asyncio.Task[Any]] = set()
         # Set while draining with a shared bus: streams end, clients follow from elsewhere.
@@ -140,14 +160,18 @@ class Generations:
         )
         context = SceneContext(request, RunLLM(self.router, request))
 
+        reached = 0
+
         async def on_step(outcome: StepOutcome) -> None:
+            # Parallel steps finish in any order (camera before characters): clients draw
+            # progress bars, so progress only ever grows.
+            nonlocal reached
+            reached = max(reached, outcome.progress)
             if outcome.status == "completed":
                 data = {"latency_ms": outcome.latency_ms, "model_used": outcome.stats.model}
-                event = GenerationEvent("step_complete", outcome.name, data, outcome.progress, None)
+                event = GenerationEvent("step_complete", outcome.name, data, reached, None)
             else:
-                event = GenerationEvent(
-                    "step_error", outcome.name, None, outcome.progress, outcome.error
-                )
+                event = GenerationEvent("step_error", outcome.name, None, reached, outcome.error)
             await self._publish(job, event)
 
         result: RunResult | None = None
@@ -194,6 +218,8 @@ class Generations:
                     job.timepoint_id,
                     self._finished(job, status, error, record, image_key, elapsed_ms, result),
                 )
+                if job.write_blob and status == "completed":
+                    await tdf.write_blob(self.storage, timepoint)
                 done = views.done_event(timepoint)
                 await session.commit()
         except Exception as exc:
@@ -234,6 +260,8 @@ class Generations:
     ) -> service.Finished:
         payload: dict[str, Any] | None = None
         fields: dict[str, Any] = {}
+        ran = provenance.of_run(result.outcomes.values() if result else ())
+        image_model = ran.image_model if image_key else None
         if record is not None:
             fields = {
                 "year": record.year,
@@ -249,17 +277,18 @@ class Generations:
                 "query": job.request.query,
                 **fields,
                 **record.payload,
-                "text_model_used": job.request.text_model,
-                "image_model_used": job.request.image_model if image_key else None,
-                "model_permissiveness": "permissive" if job.request.permissive else None,
+                "text_model_used": ran.text_model,
+                "image_model_used": image_model,
+                "model_provider": ran.provider,
+                "model_permissiveness": provenance.permissiveness(ran.text_model, image_model),
             }
         return service.Finished(
             status=status,
             error=error,
             fields=fields,
             payload=payload,
-            text_model=job.request.text_model,
-            image_model=job.request.image_model if image_key else None,
+            text_model=ran.text_model,
+            image_model=image_model,
             image_key=image_key,
             image_content_type=record.image.content_type if record and record.image else None,
             generation_time_ms=elapsed_ms,
@@ -363,6 +392,7 @@ class Generations:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tasks.close()
         await self.callbacks.close()
         await self.router.close()
         await self.bus.close()

@@ -30,7 +30,7 @@ class LLMParams(BaseModel):
 class GenerateRequest(BaseModel):
     query: str = Field(min_length=3, max_length=500)
     generate_image: bool = False
-    # Unknown presets run as the default one (the contract's behaviour); preset_used says so.
+    # An unknown preset is a 422 naming the known ones (planning.plan).
     preset: str | None = Field(None, max_length=40)
     text_model: str | None = Field(None, min_length=1, max_length=200)
     image_model: str | None = Field(None, min_length=1, max_length=200)
@@ -40,7 +40,7 @@ class GenerateRequest(BaseModel):
     llm_params: LLMParams | None = None
     request_context: dict[str, Any] | None = None
     entity_ids: list[str] = Field(default_factory=list, max_length=20)
-    # Accepted for compatibility; images and payloads always go to the storage port.
+    # Also write the finished scene's TDF record to storage (as POST …/export does).
     write_blob: bool = False
 
     @field_validator("query")
@@ -159,3 +159,141 @@ class CharactersResponse(BaseModel):
     total_characters: int
     speaking_characters: int
     characters: list[CharacterView]
+
+
+class ModelPricing(BaseModel):
+    """USD per token, as the provider prices it."""
+
+    prompt: float | None
+    completion: float | None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    name: str
+    provider: str
+    # The id the provider is sent (LLM_MODEL on an OpenAI-compatible server, for example).
+    served_as: str
+    capabilities: list[Literal["text", "image"]]
+    context_length: int | None = None
+    is_free: bool = False
+    pricing: ModelPricing | None = None
+    permissiveness: str
+    # Named by this server's configuration (a preset, a default), not only listed upstream.
+    configured: bool
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+    total: int
+    # The providers' catalogues came from the cache (or were not asked for).
+    cached: bool
+
+
+class ProviderInfo(BaseModel):
+    provider: str
+    available: bool
+    models_count: int
+    default_text_model: str | None
+    default_image_model: str | None
+
+
+class ProviderList(BaseModel):
+    providers: list[ProviderInfo]
+
+
+class FreeModels(BaseModel):
+    best: ModelInfo | None
+    fastest: ModelInfo | None
+    all_free: list[ModelInfo]
+    total: int
+    note: str
+
+
+class EntityHit(BaseModel):
+    id: str
+    display_name: str
+    entity_type: str | None = None
+    score: float | None = None
+
+
+class EntitySearch(BaseModel):
+    results: list[EntityHit]
+    query: str
+    total: int
+
+
+class RegroundRequest(BaseModel):
+    deep: bool = False
+    x_handle: str | None = Field(None, min_length=1, max_length=50, pattern=r"^@?\w+$")
+
+
+class RegroundTask(BaseModel):
+    task_id: str
+    entity_id: str
+    status: Literal["queued", "running", "completed", "failed"]
+    error: str | None = None
+    grounding_model: str | None = None
+    grounded_at: str | None = None
+    confidence: float | None = None
+
+
+class CompareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=3, max_length=500)
+    # Explicit models, else the named set's (GET /eval/models lists the sets).
+    models: list[str] | None = Field(None, min_length=1, max_length=10)
+    preset: Literal["verified", "google_native", "openrouter", "all"] = "verified"
+    prompt_type: Literal["text"] = "text"
+    timeout_seconds: float = Field(120, ge=10, le=600)
+
+
+class ModelRun(BaseModel):
+    model: str
+    success: bool
+    provider: str | None = None
+    served_as: str | None = None
+    latency_ms: int | None = None
+    output: str | None = None
+    output_length: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    error: str | None = None
+
+
+class LatencyStats(BaseModel):
+    min_ms: int
+    max_ms: int
+    mean_ms: int
+    median_ms: int
+    stdev_ms: int
+
+
+class RankedModel(BaseModel):
+    rank: int
+    model: str
+    latency_ms: int
+
+
+class Comparison(BaseModel):
+    query: str
+    models: list[str]
+    results: list[ModelRun]
+    succeeded: int
+    failed: int
+    latency: LatencyStats | None
+    ranking: list[RankedModel]
+    fastest: str | None
+    slowest: str | None
+
+
+class ComparisonReport(BaseModel):
+    comparison: Comparison
+    report: str
+
+
+class EvalModels(BaseModel):
+    presets: dict[str, int]
+    models: list[str]
+    sets: dict[str, list[str]]

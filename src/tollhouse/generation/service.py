@@ -7,8 +7,6 @@ anonymous caller) has no owner: it is public, and only non-user callers may chan
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import uuid
 from collections.abc import Sequence
@@ -17,9 +15,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tollhouse.generation import repository
+from tollhouse.generation import repository, tdf
 from tollhouse.generation.errors import (
     InvalidVisibility,
+    NotExportable,
     NotOwner,
     TimepointNotFound,
     TimepointPrivate,
@@ -30,7 +29,6 @@ from tollhouse.identity.caller import Caller, CallerKind
 from tollhouse.kit.clock import utcnow
 
 SLUG_BASE_MAX = 100
-TDF_VERSION = "1.0.0"
 
 
 def slugify(query: str, year: int | None, suffix: str) -> str:
@@ -44,12 +42,6 @@ def slugify(query: str, year: int | None, suffix: str) -> str:
 
 def slug_suffix(timepoint_id: uuid.UUID) -> str:
     return timepoint_id.hex[:8]
-
-
-def payload_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(
-        json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
-    ).hexdigest()
 
 
 def new_timepoint(
@@ -132,6 +124,22 @@ async def find_visible_by_slug(session: AsyncSession, caller: Caller, slug: str)
     return timepoint
 
 
+async def find_image_owner(
+    session: AsyncSession, caller: Caller, timepoint_id: uuid.UUID, *, signed: bool
+) -> Timepoint:
+    """The timepoint whose image is asked for. A valid signed URL names its timepoint on its
+    own; a public timepoint's image is anyone's, whichever project made it; otherwise the
+    usual visibility rules for the caller."""
+    if signed or caller.kind is CallerKind.ANONYMOUS:
+        timepoint = await repository.by_id_any_project(session, timepoint_id)
+        if timepoint is None:
+            raise TimepointNotFound()
+        if not signed and timepoint.visibility != "public":
+            raise TimepointPrivate()
+        return timepoint
+    return await find_visible(session, caller, timepoint_id)
+
+
 async def list_visible(
     session: AsyncSession,
     caller: Caller,
@@ -193,6 +201,29 @@ async def delete(
     return timepoint
 
 
+def _completed(timepoint: Timepoint) -> Timepoint:
+    if timepoint.status != "completed":
+        raise NotExportable()
+    return timepoint
+
+
+async def find_record(session: AsyncSession, caller: Caller, timepoint_id: uuid.UUID) -> Timepoint:
+    """A completed timepoint the caller may see, for its TDF record (the contract ignored
+    visibility here)."""
+    return _completed(await find_visible(session, caller, timepoint_id))
+
+
+async def find_to_export(
+    session: AsyncSession, caller: Caller, timepoint_id: uuid.UUID
+) -> Timepoint:
+    """A completed timepoint the caller may change: writing to storage is the owner's call
+    (the contract let anyone export anything)."""
+    timepoint = await find(session, caller, timepoint_id)
+    if not can_change(timepoint, caller):
+        raise NotOwner("Only the owner can export this timepoint")
+    return _completed(timepoint)
+
+
 @dataclass(frozen=True, slots=True)
 class Finished:
     """What a run produced, ready to be saved on its row."""
@@ -220,7 +251,7 @@ async def save_finished(
     timepoint.status = done.status
     timepoint.error_message = done.error
     timepoint.tdf_payload = done.payload
-    timepoint.tdf_hash = payload_hash(done.payload) if done.payload is not None else None
+    timepoint.tdf_hash = tdf.tdf_hash(done.payload) if done.payload is not None else None
     timepoint.text_model_used = done.text_model
     timepoint.image_model_used = done.image_model
     timepoint.image_key = done.image_key

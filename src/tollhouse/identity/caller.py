@@ -67,6 +67,7 @@ from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.tenancy import developers
 from tollhouse.tenancy import service as tenancy
 from tollhouse.tenancy.developers import PERSONAL_TOKEN_PREFIX, TokenKind
+from tollhouse.tenancy.key_usage import KeyUsage
 from tollhouse.tenancy.service import KeyMatch
 
 PLATFORM_KEY_PREFIXES = ("sk_test_", "sk_live_", "pk_test_", "pk_live_")
@@ -121,6 +122,8 @@ class IdentityContext:
     user_created_hooks: tuple[service.UserCreatedHook, ...] = ()
     # Drops the caches above in every process (wiring.cache_invalidation); local by default.
     invalidation: Invalidation = field(default_factory=Invalidation)
+    # API keys' last use, written in batches off the request path.
+    key_usage: KeyUsage = field(default_factory=KeyUsage)
 
     @property
     def pepper(self) -> str:
@@ -196,6 +199,7 @@ class _UserLookup:
             if match.expires_at is not None:
                 ttl = min(ttl, (match.expires_at - utcnow()).total_seconds())
             cache.put(plaintext, match, ttl)
+        self.context.key_usage.touch(match.key_id)
         return match
 
 
@@ -472,7 +476,9 @@ def _access_claims(context: IdentityContext, token: str) -> AccessClaims:
     purpose = VerifiedFor("access", ACCESS_ISSUER, context.home_project_id)
     claims = context.user_cache.verified(purpose, token)
     if not isinstance(claims, AccessClaims):
-        claims = verify_access_token(context.token_settings.secret, token)
+        claims = verify_access_token(
+            context.token_settings.secret, token, context.user_cache.clock()
+        )
         context.user_cache.remember_verified(purpose, token, claims, claims.expires_at)
     return claims
 

@@ -86,3 +86,15 @@ class EndUserTicket(CreatedAt, Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class ErasedIdentity(CreatedAt, Base):
+    """What is left of an erased user's external id: its hash, so a sign-up under the same id
+    is known to be a returning person (no second welcome bonus) without keeping the id."""
+
+    __tablename__ = "erased_identities"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    external_id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)

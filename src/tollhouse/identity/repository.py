@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.db.dialect import insert_ignoring_conflicts
-from tollhouse.identity.models import RefreshToken, User
+from tollhouse.identity.models import ErasedIdentity, RefreshToken, User
 
 
 async def user_by_id(session: AsyncSession, project_id: str, user_id: uuid.UUID) -> User | None:
@@ -95,3 +95,36 @@ async def refresh_tokens_of(session: AsyncSession, user_id: uuid.UUID) -> list[R
         .order_by(RefreshToken.created_at)
     )
     return list(rows)
+
+
+async def users_of_project(
+    session: AsyncSession, project_id: str, *, limit: int, offset: int
+) -> tuple[int, list[User]]:
+    """A page of the project's users, newest first, and how many there are in all."""
+    scope = User.project_id == project_id
+    total = await session.scalar(select(func.count()).select_from(User).where(scope))
+    rows = await session.scalars(
+        select(User)
+        .where(scope)
+        .order_by(User.created_at.desc(), User.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return total or 0, list(rows)
+
+
+async def add_erased_identity(session: AsyncSession, project_id: str, digest: str) -> None:
+    await session.execute(
+        insert_ignoring_conflicts(session, ErasedIdentity).values(
+            project_id=project_id, external_id_hash=digest
+        )
+    )
+
+
+async def is_erased_identity(session: AsyncSession, project_id: str, digest: str) -> bool:
+    found = await session.scalar(
+        select(ErasedIdentity.external_id_hash).where(
+            ErasedIdentity.project_id == project_id, ErasedIdentity.external_id_hash == digest
+        )
+    )
+    return found is not None

@@ -14,6 +14,7 @@ from tollhouse.identity.errors import InvalidToken, SignInDisabled
 from tollhouse.identity.schemas import (
     AppleSignInRequest,
     DetailResponse,
+    ErasedResponse,
     GoogleSignInRequest,
     MeResponse,
     RefreshRequest,
@@ -60,13 +61,13 @@ async def export_me(caller: UserCaller, session: SessionDep) -> dict[str, Any]:
     return await privacy.export_user(session, await service.reload(session, caller.user))
 
 
-@users.delete("/me", response_model=DetailResponse)
-async def erase_me(caller: UserCaller, request: Request, session: SessionDep) -> DetailResponse:
+@users.delete("/me", response_model=ErasedResponse)
+async def erase_me(caller: UserCaller, request: Request, session: SessionDep) -> ErasedResponse:
     """Erase the caller's personal data; financial records stay, anonymised (GDPR art. 17)."""
     assert caller.user is not None
     await privacy.erase_user(session, await service.reload(session, caller.user))
     identity_context(request).forget_user(session, caller.user.id)
-    return DetailResponse(detail="Personal data erased")
+    return ErasedResponse(id=caller.user.id, deleted=True, message="Personal data erased")
 
 
 async def _external_sign_in(

@@ -78,3 +78,11 @@ class MeResponse(BaseModel):
 
 class DetailResponse(BaseModel):
     detail: str
+
+
+class ErasedResponse(BaseModel):
+    """Like every other delete's answer (`DELETE /timepoints/{id}`): what, and that it is."""
+
+    id: uuid.UUID
+    deleted: bool
+    message: str

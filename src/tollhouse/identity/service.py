@@ -5,6 +5,7 @@ Functions flush, never commit: the request's unit of work decides.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -196,9 +197,33 @@ async def deactivate(session: AsyncSession, user: User) -> None:
     await session.flush()
 
 
+def _erased_id_digest(project_id: str, external_id: str) -> str:
+    return hashlib.sha256(f"tollhouse-erased\0{project_id}\0{external_id}".encode()).hexdigest()
+
+
+async def was_erased_before(session: AsyncSession, user: User) -> bool:
+    """Whether this user's external id belonged to a user who was erased (a returning
+    person: the ledger gives no second welcome bonus)."""
+    if user.external_id is None:
+        return False
+    digest = _erased_id_digest(user.project_id, user.external_id)
+    return await repository.is_erased_identity(session, user.project_id, digest)
+
+
+async def users_of_project(
+    session: AsyncSession, project_id: str, *, limit: int, offset: int
+) -> tuple[int, list[User]]:
+    """A page of the project's users (end users, for a platform project), newest first."""
+    return await repository.users_of_project(session, project_id, limit=limit, offset=offset)
+
+
 async def erase_personal_data(session: AsyncSession, user: User) -> None:
-    """Forget who the user is; rows that record money keep the (now anonymous) id."""
+    """Forget who the user is; rows that record money keep the (now anonymous) id. Only a
+    hash of the external id stays behind (`was_erased_before`)."""
     now = utcnow()
+    if user.external_id is not None:
+        digest = _erased_id_digest(user.project_id, user.external_id)
+        await repository.add_erased_identity(session, user.project_id, digest)
     user.email = None
     user.display_name = None
     user.external_id = None

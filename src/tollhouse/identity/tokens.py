@@ -72,20 +72,25 @@ class AccessClaims:
     expires_at: int
 
 
-def verify_access_token(secret: str, token: str) -> AccessClaims:
-    """Who an access token of ours names, until when; any defect is a 401 saying which."""
+def verify_access_token(secret: str, token: str, now: float) -> AccessClaims:
+    """Who an access token of ours names, until when; any defect is a 401 saying which.
+    `now` (epoch seconds) decides expiry: the caller's clock, which tests move by hand."""
     try:
         decoded = _codec.decode_complete(
             token,
             secret,
             algorithms=[ACCESS_ALGORITHM],
             issuer=ACCESS_ISSUER,
-            options={"require": ["sub", "exp", "iat", "iss"]},
+            # PyJWT reads the wall clock itself; expiry is checked below against `now`.
+            options={"require": ["sub", "exp", "iat", "iss"], "verify_exp": False},
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenExpired() from exc
+        expires_at = decoded["payload"]["exp"]
+        if not isinstance(expires_at, int) or isinstance(expires_at, bool):
+            raise jwt.DecodeError("Expiration Time claim (exp) must be an integer.")
     except jwt.InvalidTokenError as exc:
         raise InvalidToken(f"Invalid access token: {token_defect(exc)}") from exc
+    if expires_at <= now:
+        raise TokenExpired()
     kid = decoded["header"].get("kid")
     if kid is not None and kid != access_key_id(secret):
         raise InvalidToken("Invalid access token: unknown key id")
@@ -93,7 +98,7 @@ def verify_access_token(secret: str, token: str) -> AccessClaims:
     if claims.get("type") != "access":
         raise WrongTokenType()
     try:
-        return AccessClaims(uuid.UUID(str(claims["sub"])), int(claims["exp"]))
+        return AccessClaims(uuid.UUID(str(claims["sub"])), expires_at)
     except ValueError as exc:
         raise InvalidToken("Invalid access token: subject is not a user id") from exc
 

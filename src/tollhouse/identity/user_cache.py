@@ -49,9 +49,11 @@ def detached_copy(user: User) -> User:
 
 class UserCache:
     def __init__(
-        self, ttl_seconds: float, max_entries: int = 10_000, clock: Clock = time.monotonic
+        self, ttl_seconds: float, max_entries: int = 10_000, clock: Clock = time.time
     ) -> None:
         self.ttl = ttl_seconds
+        # Epoch seconds: entries and tokens' `exp` age on the one clock (tests move it by hand).
+        self.clock = clock
         self._users: TTLCache[tuple[str, str, str], User] = TTLCache(max_entries, clock)
         self._tokens: TTLCache[tuple[VerifiedFor, str], Any] = TTLCache(max_entries, clock)
 
@@ -79,4 +81,4 @@ class UserCache:
     def remember_verified(
         self, purpose: VerifiedFor, token: str, result: Any, expires_at: float
     ) -> None:
-        self._tokens.put((purpose, token), result, min(self.ttl, expires_at - time.time()))
+        self._tokens.put((purpose, token), result, min(self.ttl, expires_at - self.clock()))

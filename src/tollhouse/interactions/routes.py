@@ -10,23 +10,14 @@ failure (502), a timeout (408), a client that hangs up before the answer.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.db.session import SessionDep
-from tollhouse.generation.routes import generations
-from tollhouse.generation.runs import Generations
-from tollhouse.identity.caller import Caller, GatewayCaller
-from tollhouse.interactions import service
-from tollhouse.interactions.scene import Persona, Scene
+from tollhouse.identity.caller import GatewayCaller
+from tollhouse.interactions import service, turns
 from tollhouse.interactions.schemas import (
     ChatRequest,
     ChatResponse,
@@ -38,156 +29,10 @@ from tollhouse.interactions.schemas import (
     SurveyRequest,
     SurveyResponse,
 )
-from tollhouse.interactions.talk import Events, Talk, result, within
-from tollhouse.kit import sse
-from tollhouse.kit.errors import TollhouseError
-from tollhouse.ledger import service as ledger_service
-from tollhouse.ledger.charging import Charge, hold_charge, settled
 
 router = APIRouter(prefix="/api/v1/interactions", tags=["interactions"])
 
-# Type of the ledger rows (flash-contract §3.1 names `chat` for every character interaction).
-LEDGER_TYPE = "chat"
-
-Deliver = Callable[[AsyncSession, Any], Awaitable[None]]
-
-
-async def _nothing_to_store(_session: AsyncSession, _result: Any) -> None:
-    return None
-
-
-class _Turn:
-    """A talking request, checked and ready: the scene, the talk, the timeout."""
-
-    def __init__(
-        self,
-        request: Request,
-        caller: Caller,
-        session: AsyncSession,
-        *,
-        timeout: float,
-        model: str | None,
-        response_format: str,
-        stream: bool,
-    ) -> None:
-        self.request = request
-        self.caller = caller
-        self.session = session
-        self.timeout = timeout
-        self.model = model
-        self.structured = response_format != "text"
-        self.stream = stream
-        self.domain: Generations = generations(request)
-        self.domain.require_provider()
-
-    async def scene(self, timepoint_id: uuid.UUID) -> tuple[Scene, Talk]:
-        scene = await service.scene_for(self.session, self.caller, timepoint_id)
-        llm = service.llm_for(self.domain, scene, self.model)
-        return scene, Talk(llm, scene, structured=self.structured, stream=self.stream)
-
-    async def hold(self, cost_key: str, scene: Scene, description: str) -> Charge:
-        """Hold the price and commit: the model is never awaited inside a transaction."""
-        charge = await hold_charge(
-            self.request,
-            self.caller,
-            self.session,
-            cost_key,
-            LEDGER_TYPE,
-            reference_id=str(scene.timepoint_id),
-            description=description,
-            ttl=timedelta(seconds=self.timeout + 120),
-        )
-        await self.session.commit()
-        return charge
-
-    async def answer(
-        self, charge: Charge, events: Events, deliver: Deliver = _nothing_to_store
-    ) -> Any:
-        """The JSON answer, stored and paid in the request's transaction; a failure releases
-        the hold (committed) and answers the error."""
-        async with settled(charge, self.session):
-            answer = await result(within(events, self.timeout))
-            await deliver(self.session, answer)
-            return answer
-
-    def stream_response(
-        self, charge: Charge, events: Events, deliver: Deliver = _nothing_to_store
-    ) -> StreamingResponse:
-        frames = _frames(self.domain, charge, within(events, self.timeout), deliver)
-        return StreamingResponse(
-            sse.with_keepalive(frames, self.domain.settings.sse_keepalive_seconds),
-            media_type=sse.MEDIA_TYPE,
-            headers=sse.HEADERS,
-        )
-
-
-def _frame(body: dict[str, Any]) -> bytes:
-    return sse.frame(json.dumps(body, separators=(",", ":")))
-
-
-async def _frames(
-    domain: Generations, charge: Charge, events: Events, deliver: Deliver
-) -> AsyncIterator[bytes]:
-    """Every event as a frame. Once the `done` frame has gone out (the server asked for the
-    next one), the answer is delivered: stored and paid in one transaction. Any other
-    ending — an error frame, a client gone — releases the hold."""
-    delivered = False
-    try:
-        async for event in events:
-            yield _frame(event.wire())
-            if event.name == "done":
-                async with domain.database.session() as session:
-                    await deliver(session, event.data)
-                    if charge.hold_id is not None:
-                        await ledger_service.capture_hold(session, charge.hold_id)
-                delivered = True
-    except TollhouseError as exc:
-        error = {"code": exc.code, "status": exc.status_code, "detail": exc.detail}
-        yield _frame({"event": "error", "data": error, "error": exc.message})
-    finally:
-        if not delivered:
-            # Shielded: a cancelled stream (the client left) must still refund.
-            await asyncio.shield(charge.release())
-
-
 # --- chat -----------------------------------------------------------------------------
-
-
-async def _chat(
-    timepoint_id: uuid.UUID,
-    body: ChatRequest,
-    request: Request,
-    caller: Caller,
-    session: AsyncSession,
-    *,
-    stream: bool,
-) -> tuple[_Turn, Charge, Events, Deliver]:
-    turn = _Turn(
-        request,
-        caller,
-        session,
-        timeout=generations(request).settings.chat_timeout_seconds,
-        model=body.model,
-        response_format=body.response_format,
-        stream=stream,
-    )
-    scene, talk = await turn.scene(timepoint_id)
-    persona: Persona = scene.person(body.character)
-    thread = await service.thread_for(session, caller, scene, body.session_id, body.save_session)
-    charge = await turn.hold("chat", scene, f"Chat with {persona.name}")
-
-    async def deliver(into: AsyncSession, reply: ChatResponse) -> None:
-        await service.record_turn(
-            into, caller, scene, persona, thread, body.message, reply.response
-        )
-
-    async def events() -> Events:
-        async for event in talk.chat(persona, thread.history, body.message):
-            if event.name == "done":
-                event.data.session_id = thread.session_id
-            yield event
-
-    return turn, charge, events(), deliver
 
 
 @router.post("/{timepoint_id}/chat", response_model=ChatResponse)
@@ -199,7 +44,7 @@ async def chat(
     session: SessionDep,
 ) -> ChatResponse:
     """A reply in the character's voice (1 credit, `chat`); 408 after CHAT_TIMEOUT_SECONDS."""
-    turn, charge, events, deliver = await _chat(
+    turn, charge, events, deliver = await turns.chat(
         timepoint_id, body, request, caller, session, stream=False
     )
     reply: ChatResponse = await turn.answer(charge, events, deliver)
@@ -215,37 +60,13 @@ async def chat_stream(
     session: SessionDep,
 ) -> StreamingResponse:
     """`token` frames as the reply arrives, then `done` with the whole reply (charged as chat)."""
-    turn, charge, events, deliver = await _chat(
+    turn, charge, events, deliver = await turns.chat(
         timepoint_id, body, request, caller, session, stream=True
     )
     return turn.stream_response(charge, events, deliver)
 
 
 # --- dialog ---------------------------------------------------------------------------
-
-
-async def _dialog(
-    timepoint_id: uuid.UUID,
-    body: DialogRequest,
-    request: Request,
-    caller: Caller,
-    session: AsyncSession,
-    *,
-    stream: bool,
-) -> tuple[_Turn, Charge, Events]:
-    turn = _Turn(
-        request,
-        caller,
-        session,
-        timeout=generations(request).settings.dialog_timeout_seconds,
-        model=body.model,
-        response_format=body.response_format,
-        stream=stream,
-    )
-    scene, talk = await turn.scene(timepoint_id)
-    people = scene.people(body.characters)
-    charge = await turn.hold("dialog", scene, f"Dialog: {', '.join(p.name for p in people)}"[:200])
-    return turn, charge, talk.dialog(people, body.num_lines, body.prompt, body.sequential)
 
 
 @router.post("/{timepoint_id}/dialog", response_model=DialogResponse)
@@ -257,7 +78,9 @@ async def dialog(
     session: SessionDep,
 ) -> DialogResponse:
     """New lines continuing the scene's dialog; 408 after DIALOG_TIMEOUT_SECONDS."""
-    turn, charge, events = await _dialog(timepoint_id, body, request, caller, session, stream=False)
+    turn, charge, events = await turns.dialog(
+        timepoint_id, body, request, caller, session, stream=False
+    )
     answer: DialogResponse = await turn.answer(charge, events)
     return answer
 
@@ -271,44 +94,13 @@ async def dialog_stream(
     session: SessionDep,
 ) -> StreamingResponse:
     """`token` frames, a `line` frame per finished line, then `done` with the whole dialog."""
-    turn, charge, events = await _dialog(timepoint_id, body, request, caller, session, stream=True)
+    turn, charge, events = await turns.dialog(
+        timepoint_id, body, request, caller, session, stream=True
+    )
     return turn.stream_response(charge, events)
 
 
 # --- survey ---------------------------------------------------------------------------
-
-
-async def _survey(
-    timepoint_id: uuid.UUID,
-    body: SurveyRequest,
-    request: Request,
-    caller: Caller,
-    session: AsyncSession,
-    *,
-    stream: bool,
-) -> tuple[_Turn, Charge, Events]:
-    turn = _Turn(
-        request,
-        caller,
-        session,
-        timeout=generations(request).settings.survey_timeout_seconds,
-        model=body.model,
-        response_format=body.response_format,
-        stream=stream,
-    )
-    scene, talk = await turn.scene(timepoint_id)
-    people = scene.people(body.characters)
-    charge = await turn.hold("survey", scene, f"Survey of {len(people)} character(s)")
-    events = talk.survey(
-        people,
-        body.questions,
-        parallel=body.mode == "parallel",
-        # Earlier answers can only be shown when characters answer one after another.
-        chain=body.chain_prompts and (body.mode == "sequential" or stream),
-        summary=body.include_summary,
-        mode=body.mode,
-    )
-    return turn, charge, events
 
 
 @router.post("/{timepoint_id}/survey", response_model=SurveyResponse)
@@ -320,7 +112,9 @@ async def survey(
     session: SessionDep,
 ) -> SurveyResponse:
     """Every chosen character answers every question; 408 after SURVEY_TIMEOUT_SECONDS."""
-    turn, charge, events = await _survey(timepoint_id, body, request, caller, session, stream=False)
+    turn, charge, events = await turns.survey(
+        timepoint_id, body, request, caller, session, stream=False
+    )
     answer: SurveyResponse = await turn.answer(charge, events)
     return answer
 
@@ -335,7 +129,9 @@ async def survey_stream(
 ) -> StreamingResponse:
     """One character at a time: `token` frames, a `response` frame per answer, `summary`,
     then `done` with the whole survey."""
-    turn, charge, events = await _survey(timepoint_id, body, request, caller, session, stream=True)
+    turn, charge, events = await turns.survey(
+        timepoint_id, body, request, caller, session, stream=True
+    )
     return turn.stream_response(charge, events)
 
 

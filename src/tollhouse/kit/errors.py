@@ -182,11 +182,26 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = _field_errors(exc)
     if any(err["type"] == "json_invalid" for err in errors):
         return error_response(400, "malformed_json", "The request body is not valid JSON.", errors)
+    content_type = request.headers.get("content-type", "")
+    body_unread = any(err["loc"] == ["body"] and err["type"] != "missing" for err in errors)
+    if body_unread and not _is_json(content_type):
+        # FastAPI reads a body as JSON only when it says so; e.g. `curl -d` says form data.
+        return error_response(
+            415,
+            "unsupported_media_type",
+            "The body must be JSON sent with Content-Type: application/json "
+            f"(this request said {content_type or 'nothing'}).",
+        )
     return error_response(422, "validation_error", "The request is not valid.", errors)
 
 

@@ -19,12 +19,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select
+from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollhouse.db.base import Base, CreatedAt
-from tollhouse.db.dialect import insert_ignoring_conflicts
+from tollhouse.db.dialect import upsert
 from tollhouse.db.session import SessionDep
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.errors import BadRequest, Conflict
@@ -86,32 +86,38 @@ class Idempotency:
         if record_id is None:
             return await self._replay(full_scope, fingerprint)
         result = await work()
-        record = await self.session.get(IdempotencyRecord, record_id)
-        assert record is not None
-        record.status_code = 200
-        record.response_body = json.dumps(jsonable_encoder(result))
-        await self.session.flush()
+        await self.session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.id == record_id)
+            .values(status_code=200, response_body=json.dumps(jsonable_encoder(result)))
+        )
         return result
 
     async def _claim(self, scope: str, fingerprint: str) -> int | None:
+        """One statement: a new key is inserted, an expired record of the same key is taken
+        over, a live one is left alone (None: replay it)."""
         now = utcnow()
-        await self.session.execute(
-            delete(IdempotencyRecord).where(
-                IdempotencyRecord.scope == scope,
-                IdempotencyRecord.key == self.key,
-                IdempotencyRecord.expires_at < now,
-            )
+        claim = upsert(
+            self.session,
+            IdempotencyRecord,
+            ["scope", "key"],
+            {
+                "request_hash": fingerprint,
+                "status_code": None,
+                "response_body": None,
+                "created_at": now,
+                "expires_at": now + DEFAULT_TTL,
+            },
+            where=IdempotencyRecord.expires_at < now,
         )
         claimed: int | None = await self.session.scalar(
-            insert_ignoring_conflicts(self.session, IdempotencyRecord)
-            .values(
+            claim.values(
                 scope=scope,
                 key=self.key,
                 request_hash=fingerprint,
                 created_at=now,
                 expires_at=now + DEFAULT_TTL,
-            )
-            .returning(IdempotencyRecord.id)
+            ).returning(IdempotencyRecord.id)
         )
         return claimed
 

@@ -1,4 +1,5 @@
-"""Structured logs (JSON lines by default) that never carry a secret.
+"""Structured logs (JSON lines, or coloured human lines in a development terminal) that
+never carry a secret.
 
 Every event passes `redact_secrets`: any field whose name says it holds a credential is
 masked, whatever the caller put in it. The stdlib loggers (uvicorn, alembic) share the
@@ -45,7 +46,9 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_secrets,
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=True)
+    )
     structlog.configure(
         processors=[
             *shared,

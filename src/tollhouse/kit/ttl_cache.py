@@ -17,7 +17,7 @@ class TTLCache(Generic[K, V]):
     ) -> None:
         self.max_entries = max_entries
         # Seconds on any steady scale; tests pass a clock they move by hand.
-        self._clock = clock
+        self.clock = clock
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
 
     def get(self, key: K) -> V | None:
@@ -25,7 +25,7 @@ class TTLCache(Generic[K, V]):
         if entry is None:
             return None
         expires, value = entry
-        if expires < self._clock():
+        if expires < self.clock():
             del self._entries[key]
             return None
         return value
@@ -33,7 +33,7 @@ class TTLCache(Generic[K, V]):
     def put(self, key: K, value: V, ttl_seconds: float) -> None:
         if ttl_seconds <= 0:
             return
-        self._entries[key] = (self._clock() + ttl_seconds, value)
+        self._entries[key] = (self.clock() + ttl_seconds, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

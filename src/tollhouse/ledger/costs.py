@@ -36,6 +36,8 @@ DEFAULT_COSTS: Mapping[str, int] = {
     "clockchain_index": 1,
     "dialog": 2,
     "survey": 3,
+    # Ours, beside the contract's 18: one /api/v1/eval comparison.
+    "eval_compare": 10,
 }
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.identity.models import User
-from tollhouse.identity.service import UserCreatedHook
+from tollhouse.identity.service import UserCreatedHook, was_erased_before
 from tollhouse.ledger import service
 
 
 def signup_grant(credits: int) -> UserCreatedHook:
     async def grant_signup_credits(session: AsyncSession, user: User) -> None:
         account = await service.ensure_account(session, user)
-        if credits > 0:
+        # An erased user's id signing up again is the same person: erasing must not farm
+        # welcome bonuses.
+        if credits > 0 and not await was_erased_before(session, user):
             # The fixed idempotency key makes a second welcome bonus impossible.
             await service.grant(
                 session,

@@ -129,6 +129,11 @@ _limits: TTLCache[tuple[str, str], PlanLimit] = TTLCache()
 cleared_on_commit(_limits, "tiers")
 
 
+def cached_limit(project_id: str, plan: str) -> PlanLimit | None:
+    """The tier `limit_for` would answer from this process's memory, without a session."""
+    return _limits.get((project_id, plan.lower()))
+
+
 async def limit_for(
     session: AsyncSession, project_id: str, plan: str, cache_seconds: float = 0
 ) -> PlanLimit:
@@ -169,16 +174,17 @@ async def track(
         raise ValueError("units must be at least 1")
     now = now or utcnow()
     tier = await limit_for(session, user.project_id, plan, cache_seconds)
-    count, start, end = await _count(session, user, tier, units, now)
-    await _add_to_daily(session, user, units, now)
+    count, start, end = await reserve(session, user, tier, units, now)
+    await add_to_daily(session, [daily_row(user, units, now)])
     return Usage(count, tier.limit, tier.slug, start, end)
 
 
-async def _count(
+async def reserve(
     session: AsyncSession, user: User, tier: PlanLimit, units: int, now: datetime
 ) -> tuple[int, datetime, datetime]:
-    """The conditional statements of the module docstring; (count, start, end) as they now
-    stand."""
+    """Count `units` in the durable counter without the daily series: the conditional
+    statements of the module docstring; (count, start, end) as they now stand. The meter
+    (metering/meter.py) reserves its leases with it."""
     params: dict[str, Any] = {
         "user": user.id,
         "slug": tier.slug,
@@ -228,7 +234,55 @@ async def _insert_counter(
     )
 
 
-async def _add_to_daily(session: AsyncSession, user: User, units: int, now: datetime) -> None:
+async def open_period(
+    session: AsyncSession, user: User, tier: PlanLimit, now: datetime
+) -> tuple[int, datetime, datetime]:
+    """The durable counter as it stands for `tier` at `now`, (count, start, end), started
+    (insert-first or reset) the way track() would start it, but counting nothing."""
+    try:
+        return await reserve(session, user, tier, 0, now)
+    except QuotaExceeded:  # already over a limit that was lowered: report it as it is
+        usage = await _read(session, user, tier, now)
+        return usage.count, usage.period_start, usage.period_end
+
+
+# Unit deltas counted elsewhere (the meter), applied to the period they were counted in: a
+# counter that has moved on to a new period or plan since is left alone, and a counter is
+# never taken below zero.
+_APPLY = (
+    update(_counters)
+    .where(
+        _counters.c.user_id == bindparam("user"),
+        _counters.c.plan == bindparam("slug"),
+        _counters.c.period_start == bindparam("start", type_=UTCDateTime()),
+        _counters.c.count + _units >= 0,
+    )
+    .values(count=_counters.c.count + _units, updated_at=_now)
+)
+
+
+async def apply_counts(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Add each row's `units` (negative gives back) to the counter of `user`, `slug` and
+    `start`, dated `now`: one statement for every row (executemany)."""
+    if rows:
+        await session.execute(_APPLY, rows)
+
+
+def daily_row(user: User, units: int, now: datetime) -> dict[str, Any]:
+    """One `add_to_daily` row: `units` on `now`'s UTC day."""
+    return {
+        "user_id": user.id,
+        "project_id": user.project_id,
+        "day": now.astimezone(UTC).date(),
+        "units": units,
+        "added": units,
+    }
+
+
+async def add_to_daily(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Add units to the daily series, one statement for every row (`daily_row`)."""
+    if not rows:
+        return
     dialect = session.get_bind().dialect.name
     statement = _DAILY_UPSERTS.get(dialect)
     if statement is None:
@@ -236,16 +290,7 @@ async def _add_to_daily(session: AsyncSession, user: User, units: int, now: date
             session, UsageDaily, ["user_id", "day"], {"units": _daily.c.units + bindparam("added")}
         )
         _DAILY_UPSERTS[dialect] = statement
-    await session.execute(
-        statement,
-        {
-            "user_id": user.id,
-            "project_id": user.project_id,
-            "day": now.astimezone(UTC).date(),
-            "units": units,
-            "added": units,
-        },
-    )
+    await session.execute(statement, rows)
 
 
 async def check(

@@ -25,6 +25,7 @@ from tollhouse.identity.models import EXTERNAL_ID_MAX, User
 from tollhouse.kit.idempotency import IdempotencyDep
 from tollhouse.kit.paging import Limit, Offset
 from tollhouse.metering.guards import RateLimitedEndUser
+from tollhouse.metering.meter import meter_of
 from tollhouse.metering.plans import effective_plan_of
 from tollhouse.platform_api import credits, customers, dashboard, usage, wire
 from tollhouse.platform_api.schemas import (
@@ -73,7 +74,8 @@ async def track_usage(
     units = body.units if body is not None else 1
     cache_seconds = identity_context(request).settings.caller_cache_seconds
     return await idempotency.run(
-        f"data:{caller.user.id}", lambda: usage.track(session, caller, units, cache_seconds)
+        f"data:{caller.user.id}",
+        lambda: usage.track(meter_of(request), session, caller, units, cache_seconds),
     )
 
 
@@ -82,7 +84,7 @@ async def get_usage(
     caller: RateLimitedEndUser, request: Request, session: SessionDep
 ) -> dict[str, Any]:
     cache_seconds = identity_context(request).settings.caller_cache_seconds
-    return await usage.report(session, caller, cache_seconds)
+    return await usage.report(meter_of(request), session, caller, cache_seconds)
 
 
 # --- customers ----------------------------------------------------------------------------
@@ -208,7 +210,11 @@ async def credit_history(
 
 
 @router.get("/api/dashboard")
-async def get_dashboard(caller: SecretKeyCaller, session: SessionDep) -> dict[str, Any]:
+async def get_dashboard(
+    caller: SecretKeyCaller, request: Request, session: SessionDep
+) -> dict[str, Any]:
+    # This process's counts reach the database first (other replicas' within a flush window).
+    await meter_of(request).flush()
     return await dashboard.dashboard(session, caller)
 
 

@@ -7,7 +7,6 @@ is 502 `jump_failed`, a run past GENERATION_TIMEOUT_SECONDS 504.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated, Literal
 
@@ -15,12 +14,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from tollhouse.db.session import SessionDep
-from tollhouse.generation import runs
-from tollhouse.generation.errors import GenerationFailed, GenerationTimedOut
 from tollhouse.generation.routes import follow_new_run, generations
 from tollhouse.identity.caller import GatewayCaller
 from tollhouse.temporal import service
-from tollhouse.temporal.errors import JumpFailed
 from tollhouse.temporal.schemas import Direction, JumpRequest, JumpResponse, SequenceResponse
 
 router = APIRouter(prefix="/api/v1/temporal", tags=["temporal"])
@@ -46,14 +42,7 @@ async def _jump(
         body.units,
         body.unit,
     )
-    # Shielded: a client that hangs up does not stop the scene (the run settles the hold).
-    outcome = await asyncio.shield(jump.task)
-    if outcome.interrupted == runs.TIMED_OUT:
-        raise GenerationTimedOut(outcome.error)
-    if outcome.interrupted is not None:
-        raise GenerationFailed(outcome.error)
-    if outcome.status != "completed":
-        raise JumpFailed(detail={"target_id": str(jump.job.timepoint_id), "error": outcome.error})
+    await service.landed(jump)
     return JumpResponse(
         source_id=jump.source_id,
         target_id=jump.job.timepoint_id,

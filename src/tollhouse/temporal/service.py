@@ -18,14 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.generation import planning, runs
 from tollhouse.generation import service as generation_service
-from tollhouse.generation.errors import TimepointNotFound
+from tollhouse.generation.errors import GenerationFailed, GenerationTimedOut, TimepointNotFound
 from tollhouse.generation.models import Timepoint
 from tollhouse.generation.runs import Generations, Job
 from tollhouse.generation.schemas import GenerateRequest
 from tollhouse.identity.caller import Caller
 from tollhouse.ledger.charging import hold_charge
 from tollhouse.temporal import carry
-from tollhouse.temporal.errors import NoSourceYear, SourceNotCompleted, SourceNotFound
+from tollhouse.temporal.errors import JumpFailed, NoSourceYear, SourceNotCompleted, SourceNotFound
 from tollhouse.temporal.moment import Moment, Unit, step
 from tollhouse.temporal.schemas import Direction, SequenceItem, SequenceResponse
 
@@ -175,3 +175,15 @@ async def sequence(
             following.append(_item(child))
             current = child
     return SequenceResponse(center=_item(center), prior=prior, next=following)
+
+
+async def landed(jump: Jump) -> None:
+    """Wait for the jump's new scene; its failure as the caller's error. Shielded: a caller
+    that goes away does not stop the scene (its run settles the hold either way)."""
+    outcome = await asyncio.shield(jump.task)
+    if outcome.interrupted == runs.TIMED_OUT:
+        raise GenerationTimedOut(outcome.error)
+    if outcome.interrupted is not None:
+        raise GenerationFailed(outcome.error)
+    if outcome.status != "completed":
+        raise JumpFailed(detail={"target_id": str(jump.job.timepoint_id), "error": outcome.error})

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -99,6 +99,14 @@ async def projects_of_platform(session: AsyncSession, platform_id: str) -> list[
         select(Project)
         .where(Project.platform_id == platform_id)
         .order_by(Project.name, Project.mode)
+    )
+    return list(rows)
+
+
+async def all_projects(session: AsyncSession) -> list[Project]:
+    """Every platform's projects, for the operator's CLI; routes use `projects_of_platform`."""
+    rows = await session.scalars(
+        select(Project).order_by(Project.platform_id, Project.name, Project.mode)
     )
     return list(rows)
 
@@ -332,6 +340,19 @@ async def record(
         )
     )
     await session.flush()
+
+
+async def audit_entries(
+    session: AsyncSession, platform_id: str | None, *, limit: int, offset: int
+) -> tuple[int, list[AuditEntry]]:
+    """A page of one platform's audit log (every platform's for the operator), newest first,
+    and how many entries there are in all."""
+    scope = [AuditEntry.platform_id == platform_id] if platform_id is not None else []
+    total = await session.scalar(select(func.count()).select_from(AuditEntry).where(*scope))
+    rows = await session.scalars(
+        select(AuditEntry).where(*scope).order_by(AuditEntry.id.desc()).limit(limit).offset(offset)
+    )
+    return total or 0, list(rows)
 
 
 # --- projects with their first keys (console, CLI, promote) --------------------------------

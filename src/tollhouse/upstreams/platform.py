@@ -32,8 +32,8 @@ from tollhouse.kit.forwarding import Settle, prepare
 from tollhouse.kit.proxy_paths import InvalidPath, ProxyPath
 from tollhouse.kit.ssrf import check_public_url
 from tollhouse.kit.ttl_cache import TTLCache
-from tollhouse.metering import quota
 from tollhouse.metering.caches import cleared_on_commit
+from tollhouse.metering.meter import Meter, meter_of
 from tollhouse.metering.plans import effective_plan
 from tollhouse.upstreams.charge_rule import ChargeRule
 from tollhouse.upstreams.context import upstream_context
@@ -237,13 +237,13 @@ async def match_route(
     return route
 
 
-def refund_unless_kept(db: Database, user: User, route: GatewayRoute) -> Settle:
+def refund_unless_kept(db: Database, meter: Meter, user: User, route: GatewayRoute) -> Settle:
     """Give the units back unless the upstream's answer is one the route charges for."""
 
     async def settle(status: int | None) -> None:
         if not route.charge.keeps(status):
             async with db.session() as session:
-                await quota.refund(session, user, route.units)
+                await meter.refund(session, user, route.units)
 
     return settle
 
@@ -267,7 +267,9 @@ async def forward(
     # Headers are checked before the unit is counted: a bad one costs nothing.
     outgoing = prepare(request, route.base_path + rest.encoded, identity=identity_of(caller))
     plan = await effective_plan(session, caller, cache_seconds)
-    await quota.track(session, caller.user, plan, route.units, cache_seconds=cache_seconds)
+    # The same meter as POST /api/data: one count per user, exact across replicas with Redis.
+    meter = meter_of(request)
+    await meter.track(session, caller.user, plan, route.units, cache_seconds)
     # Counted and committed before the upstream is called (no transaction held open on I/O).
     await session.commit()
     ours = "/".join(("/gw", project_id, *route.prefix_segments))
@@ -278,6 +280,6 @@ async def forward(
     return await context.platform.for_origin(route.upstream_url).forward(
         request,
         outgoing,
-        settle=refund_unless_kept(database(request), caller.user, route),
+        settle=refund_unless_kept(database(request), meter, caller.user, route),
         location=location,
     )

@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from tollhouse.config import Settings
 from tollhouse.db.session import SessionDep
+from tollhouse.kit.errors import ServiceUnavailable
 from tollhouse.metering.guards import RateLimitedEndUser
 from tollhouse.upstreams import clockchain, platform
 from tollhouse.upstreams.context import upstream_context
@@ -66,9 +67,30 @@ async def developer_upstream(
     return await platform.forward(request, session, caller, project_id)
 
 
+class ClockchainNotConfigured(ServiceUnavailable):
+    code = "upstream_not_configured"
+
+
+unconfigured_clockchain = APIRouter(tags=["upstreams"])
+
+
+@unconfigured_clockchain.api_route(
+    "/api/v1/clockchain/{path:path}", methods=ALL_METHODS, include_in_schema=False
+)
+async def clockchain_not_configured(request: Request) -> Response:
+    """Say what to set instead of a bare 404 (nothing is charged or forwarded)."""
+    if not upstream_context(request).settings.clockchain_enabled:
+        raise ClockchainNotConfigured("The clockchain is turned off (CLOCKCHAIN_ENABLED=false).")
+    raise ClockchainNotConfigured(
+        "The clockchain is not configured: set CLOCKCHAIN_SERVICE_URL (and CLOCKCHAIN_SERVICE_KEY)."
+    )
+
+
 def include(app: FastAPI, settings: Settings) -> None:
     if settings.clockchain_enabled and settings.clockchain_service_url:
         app.include_router(_relay_router(clockchain.PREFIX, _clockchain))
+    else:
+        app.include_router(unconfigured_clockchain)
     for router in operator_routers(settings):
         app.include_router(router)
     app.include_router(gateway)

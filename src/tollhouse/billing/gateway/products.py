@@ -32,11 +32,11 @@ DEFAULT_PRODUCTS = BillingProductsConfig(
     subscriptions=[
         SubscriptionPlanConfig(
             id="pro_monthly", name="Pro (monthly)", credits_per_month=1000, interval="month",
-            price_cents=1499, apple_product_id="pro_monthly",
+            price_cents=1499, apple_product_id="pro_monthly", tier="pro",
         ),
         SubscriptionPlanConfig(
             id="pro_yearly", name="Pro (yearly)", credits_per_month=1000, interval="year",
-            price_cents=14999, apple_product_id="pro_yearly",
+            price_cents=14999, apple_product_id="pro_yearly", tier="pro",
         ),
     ],
 )  # fmt: skip
@@ -55,6 +55,7 @@ class Product:
     interval: Literal["month", "year"] | None
     apple_product_id: str | None
     stripe_price_id: str | None
+    tier: str | None = None
 
     @property
     def ledger_type(self) -> str:
@@ -108,4 +109,5 @@ def _plan(config: SubscriptionPlanConfig) -> Product:
         interval=config.interval,
         apple_product_id=config.apple_product_id,
         stripe_price_id=config.stripe_price_id,
+        tier=config.tier or config.id,
     )

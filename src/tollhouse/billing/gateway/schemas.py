@@ -57,6 +57,10 @@ class AccountFlag(BaseModel):
 
 class StatusResponse(BaseModel):
     user_id: str
+    # What clients branch on (timepoint-mcp's tier resolver): the live subscription's tier
+    # and status, or "free" / "none" without one.
+    subscription_tier: str
+    status: str
     balance: int
     lifetime_earned: int
     lifetime_spent: int

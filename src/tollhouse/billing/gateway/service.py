@@ -89,13 +89,19 @@ async def status(session: AsyncSession, user: User, catalogue: Catalogue) -> Sta
         flag = AccountFlag(
             unrecovered_credits=account.unrecovered_credits, reason=account.flagged_reason
         )
+    subscription = await _stripe_subscription(session, user) or await _apple_subscription(
+        session, user, catalogue
+    )
+    plan = catalogue.get(subscription.product_id) if subscription else None
     return StatusResponse(
         user_id=str(user.id),
+        subscription_tier=(plan.tier if plan else None)
+        or (subscription.product_id if subscription else "free"),
+        status=subscription.status if subscription else "none",
         balance=account.balance,
         lifetime_earned=account.lifetime_earned,
         lifetime_spent=account.lifetime_spent,
-        subscription=await _stripe_subscription(session, user)
-        or await _apple_subscription(session, user, catalogue),
+        subscription=subscription,
         recent_purchases=[
             PurchaseOut(
                 transaction_id=row.id,

@@ -43,7 +43,7 @@ from tollhouse.billing.models import Subscription
 from tollhouse.billing.stripe import checkout
 from tollhouse.billing.stripe import subscriptions as subs
 from tollhouse.billing.stripe.client import CheckoutSession, StripeGateway
-from tollhouse.billing.stripe.errors import NoBillingAccount
+from tollhouse.billing.stripe.errors import NoBillingAccount, StripeNotConfigured
 from tollhouse.identity.models import User
 from tollhouse.kit.errors import BadRequest
 from tollhouse.ledger import service as ledger
@@ -102,13 +102,14 @@ async def create_checkout(
     body: StripeCheckoutRequest,
     origin: str | None,
 ) -> CheckoutSession:
+    project = await session.get_one(Project, user.project_id)
+    if not gateway.configured(_mode(project)):  # no keys: say so before judging the product
+        raise StripeNotConfigured()
     product = catalogue.get(body.product_id)
     if product is None:
         raise UnknownProduct(detail={"product_id": body.product_id})
     if product.stripe_price_id is None:
         raise ProductNotPurchasable(detail={"product_id": product.id})
-    project = await session.get(Project, user.project_id)
-    assert project is not None
     success = checkout.redirect_url(
         body.success_url, origin, "/billing?success=true", "success_url"
     )

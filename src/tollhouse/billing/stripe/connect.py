@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.billing.models import OAuthState, StripeConnection
@@ -119,6 +119,14 @@ async def connection(session: AsyncSession, platform_id: str, mode: str) -> Stri
             StripeConnection.platform_id == platform_id, StripeConnection.mode == mode
         )
     )
+
+
+async def connected_account_counts(session: AsyncSession) -> dict[str, int]:
+    """How many platforms have connected a Stripe account, per mode (the operator's view)."""
+    rows = await session.execute(
+        select(StripeConnection.mode, func.count()).group_by(StripeConnection.mode)
+    )
+    return {str(mode): int(count) for mode, count in rows.all()}
 
 
 async def account_of(session: AsyncSession, platform_id: str, mode: str) -> str:

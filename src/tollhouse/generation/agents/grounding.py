@@ -20,6 +20,10 @@ class Grounding(BaseModel):
     date_and_place: str = ""
     uncertainties: list[str] = Field(default_factory=list)
     sources: list[str] = Field(default_factory=list)
+    # What clients score a scene by (flash-contract §4.1 grounding): the record's year and
+    # how firmly it supports the moment.
+    verified_year: int | None = None
+    grounding_confidence: float = Field(ge=0, le=1)
 
 
 async def ground(llm: RunLLM, query: str, figures: list[str]) -> Grounding:

@@ -19,6 +19,9 @@ class DramaticMoment(BaseModel):
     stakes: str
     emotional_tone: str = ""
     focal_action: str = ""
+    # What readers of the scene see without the image (the meeting simulator shows these).
+    plot_summary: str
+    narrative: str
 
 
 async def choose_moment(

@@ -97,6 +97,19 @@ class ProviderError(Exception):
         self.retry_after: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteModel:
+    """A model a provider's own catalogue lists (what its `/models` endpoint says)."""
+
+    id: str
+    name: str | None = None
+    context_length: int | None = None
+    # USD per token, as the provider prices it; None when it does not say.
+    prompt_price: float | None = None
+    completion_price: float | None = None
+    output_modalities: tuple[str, ...] = ("text",)
+
+
 class Provider(Protocol):
     """One LLM backend. Raises ProviderError (never the SDK's own exceptions)."""
 
@@ -115,5 +128,7 @@ class Provider(Protocol):
     def stream(self, request: TextRequest, model: str) -> AsyncIterator[str]: ...
 
     async def image(self, request: ImageRequest, model: str) -> tuple[Image, Usage]: ...
+
+    async def list_models(self) -> list[RemoteModel]: ...
 
     async def close(self) -> None: ...

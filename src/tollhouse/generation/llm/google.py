@@ -20,6 +20,7 @@ from tollhouse.generation.llm.base import (
     ImageRequest,
     M,
     ProviderError,
+    RemoteModel,
     Sampling,
     TextRequest,
     Usage,
@@ -180,6 +181,23 @@ class GoogleProvider:
                 content_type = part.inline_data.mime_type or "image/png"
                 return Image(part.inline_data.data, content_type), _usage(response.usage_metadata)
         raise ProviderError("the reply carries no image", retryable=True)
+
+    async def list_models(self) -> list[RemoteModel]:
+        try:
+            pager = await self._client.aio.models.list()
+            listed = [model async for model in pager]
+        except Exception as exc:
+            raise _provider_error(exc) from exc
+        return [
+            RemoteModel(
+                id=(model.name or "").removeprefix("models/"),
+                name=model.display_name,
+                context_length=model.input_token_limit,
+                output_modalities=("image",) if "image" in (model.name or "") else ("text",),
+            )
+            for model in listed
+            if model.name
+        ]
 
     async def close(self) -> None:
         await self._client.aio.aclose()

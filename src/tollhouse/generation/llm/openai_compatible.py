@@ -22,6 +22,7 @@ from tollhouse.generation.llm.base import (
     ImageRequest,
     M,
     ProviderError,
+    RemoteModel,
     Sampling,
     TextRequest,
     Usage,
@@ -44,6 +45,29 @@ def retry_after(headers: Any) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None  # an HTTP date: rare from LLM APIs, and the backoff covers it
+
+
+def _price(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _remote_model(model_id: str, extra: dict[str, Any]) -> RemoteModel:
+    listed = extra.get("pricing")
+    pricing: dict[str, Any] = listed if isinstance(listed, dict) else {}
+    architecture = extra.get("architecture")
+    modalities = architecture.get("output_modalities") if isinstance(architecture, dict) else None
+    context = extra.get("context_length")
+    return RemoteModel(
+        id=model_id,
+        name=extra.get("name") if isinstance(extra.get("name"), str) else None,
+        context_length=context if isinstance(context, int) else None,
+        prompt_price=_price(pricing.get("prompt")),
+        completion_price=_price(pricing.get("completion")),
+        output_modalities=tuple(modalities) if isinstance(modalities, list) else ("text",),
+    )
 
 
 def _provider_error(exc: openai.OpenAIError) -> ProviderError:
@@ -230,6 +254,14 @@ class OpenAICompatibleProvider:
             extra_body=_image_body(request, openrouter=self.name == "openrouter"),
         )
         return _first_image(response), _usage(response)
+
+    async def list_models(self) -> list[RemoteModel]:
+        """`GET /models`; OpenRouter adds name, context length, pricing and modalities."""
+        try:
+            page = await self._client.models.list()
+        except openai.OpenAIError as exc:
+            raise _provider_error(exc) from exc
+        return [_remote_model(model.id, model.model_extra or {}) for model in page.data]
 
     async def close(self) -> None:
         await self._client.close()

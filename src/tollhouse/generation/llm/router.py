@@ -171,6 +171,15 @@ class LLMRouter:
             raise LLMUnavailable(f"no configured provider ({', '.join(self.names)}) serves {model}")
         return candidates
 
+    def route(self, model: str, prefer: str | None, kind: str = "text") -> tuple[str, str] | None:
+        """(provider, model id it is sent as) of the first call for `model`; None when no
+        configured provider serves it."""
+        try:
+            provider, served = self._candidates(model, prefer, kind)[0]
+        except (NoLLMProvider, LLMUnavailable):
+            return None
+        return provider.name, served
+
     def _delay(self, attempt: int, error: ProviderError) -> float:
         delay = self._backoff * 2.0**attempt
         delay += random.uniform(0, delay * 0.1)  # noqa: S311 - jitter, not a secret
@@ -292,6 +301,10 @@ class LLMRouter:
                 self.metrics.success(provider.name, "stream", seconds, Usage())
                 return
         raise LLMUnavailable(f"every LLM provider failed for {request.model}; last error: {last}")
+
+    @property
+    def providers(self) -> list[Provider]:
+        return list(self._providers)
 
     async def close(self) -> None:
         for provider in self._providers:

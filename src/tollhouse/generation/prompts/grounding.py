@@ -12,6 +12,10 @@ were doing at that moment.
 - date_and_place: the best-supported date, time and place, with their precision.
 - uncertainties: what historians dispute or do not know.
 - sources: the works or pages you relied on, only when you actually used them.
+- verified_year: the year the record supports (negative for BCE), or null when it does not \
+fix one (a future or invented scenario).
+- grounding_confidence: from 0 to 1, how firmly the record supports the moment as asked \
+(1: documented to the day; 0.5: plausible but thinly sourced; 0: not a recorded event).
 {HONESTY_RULE} Do not pad the lists: five solid facts beat fifteen loose ones."""
 
 
