@@ -255,6 +255,7 @@ class Settings(BaseSettings):
     # Without Redis, a limited tier's units are reserved in the database this many at a time
     # before being served from memory (a crash can refuse at most this many early).
     metering_lease_units: int = Field(20, ge=1, le=10_000)
+    # Prefix of the meter's Redis keys (several deployments may share one Redis).
     metering_key_prefix: str = "tollhouse:meter:"
     # Requests in flight per worker before new ones are shed with 503 + Retry-After (0 = no
     # bound): past capacity, what is served keeps its latency instead of everything queueing.
@@ -337,6 +338,7 @@ class Settings(BaseSettings):
     # 127.0.0.1:STRIPE_SANDBOX_PORT and points every Stripe setting above at it, so checkout,
     # the portal, Connect and signed webhooks work offline. Production refuses to start with it.
     stripe_sandbox: bool = False
+    # The port the Stripe sandbox listens on (127.0.0.1).
     stripe_sandbox_port: int = Field(12111, ge=1, le=65535)
 
     # Platform subscription: developers pay the operator (`billing.platform_plan`). Off while
@@ -390,7 +392,9 @@ class Settings(BaseSettings):
     generation_timeout_seconds: float = Field(300.0, gt=0)
     # Character interactions answer within these or fail with 408 (the hold is released).
     chat_timeout_seconds: float = Field(60.0, gt=0)
+    # A dialog still unfinished after this is 408 and its hold released.
     dialog_timeout_seconds: float = Field(120.0, gt=0)
+    # A survey still unanswered after this is 408 and its hold released.
     survey_timeout_seconds: float = Field(60.0, gt=0)
     # SSE comment sent while a step runs, so proxies keep the stream open.
     sse_keepalive_seconds: float = Field(15.0, gt=0)
@@ -423,6 +427,7 @@ class Settings(BaseSettings):
 
     # Assets (/api/assets): images only, sniffed from their bytes; per file and per project.
     asset_max_bytes: int = Field(2 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
+    # The bytes of assets one project may keep (uploads past it are 413).
     asset_quota_bytes: int = Field(100 * 1024 * 1024, ge=1024)
 
     # Hosted end-user pages (/signup, /signin, /account, /refresh per publishable key).
@@ -434,10 +439,15 @@ class Settings(BaseSettings):
     # Mail (verification, password reset): SMTP when SMTP_HOST is set; otherwise messages go to
     # the local outbox, shown at /dev/mail outside production.
     smtp_host: str | None = None
+    # The SMTP server's port.
     smtp_port: int = Field(587, ge=1, le=65535)
+    # SMTP login (unset: no authentication).
     smtp_username: str | None = None
+    # SMTP password (a secret: never printed).
     smtp_password: SecretStr | None = None
+    # Upgrade the SMTP connection with STARTTLS.
     smtp_starttls: bool = True
+    # The From address of the mail we send.
     smtp_from: str = "Tollhouse <no-reply@localhost>"
 
     @field_validator("cors_origins", "apple_root_certificates", mode="before")
