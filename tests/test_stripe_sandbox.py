@@ -232,7 +232,7 @@ async def test_a_cart_paid_in_the_browser_sells_the_held_stock(sb: Sandboxed) ->
     tiers = f"{API}/projects/{project['project']['id']}/tiers"
     mug = {"name": "mug", "display_name": "Mug", "price_cents": 1200, "inventory": 3}
     assert (await sb.app.post(tiers, json=mug, headers=auth)).status_code == 201
-    await _connect(sb, auth)  # after the product: it is sold with price_data, not a price id
+    await _connect(sb, auth)  # after the product: connecting gives it a price (catalog_sync)
     publishable = {"X-Publishable-Key": project["publishable_key"]}
     cart = await sb.app.post(
         "/api/cart/checkout",
@@ -241,8 +241,8 @@ async def test_a_cart_paid_in_the_browser_sells_the_held_stock(sb: Sandboxed) ->
     )
     assert cart.status_code == 200, cart.text
     [sent] = sb.beside.sandbox.requests[-1:]
-    assert sent.form["line_items"][0]["price_data"]["unit_amount"] == "1200"
     products = (await sb.app.get("/api/products", headers=publishable)).json()["products"]
+    assert sent.form["line_items"][0]["price"] == products[0]["priceId"]
     assert [p["inventory"] for p in products] == [1]  # held at checkout
     page = await sb.browser.get(cart.json()["url"])
     assert "Mug" in page.text
