@@ -47,6 +47,7 @@ import pytest
 
 from cli_support import TOLLHOUSE, cli_env
 from llm_peer import LLMPeer
+from llm_script import Script
 from scene_script import script_scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,9 +350,37 @@ def test_the_expectation_syntax() -> None:
     ]
 
 
+def script_the_people(script: Script) -> None:
+    """What the scene's people say in the README's walk-through (the scene itself is
+    `script_scene`'s): replies shaped like a model's, so the documented output is what a
+    reader sees."""
+    script.respond(
+        "CharacterReply",
+        {"response": "The grey plain, and our own shadow on it.", "emotional_tone": "awed"},
+    )
+    script.respond(
+        "SurveyReply",
+        {
+            "response": "A little, yes; the fuel was nearly gone.",
+            "sentiment": "mixed",
+            "key_points": ["fuel", "the landing"],
+            "emotional_tone": "calm",
+        },
+    )
+    script.respond(
+        "text",
+        lambda call: (
+            "Afraid, and steady all the same."
+            if "summarise" in call.system
+            else "It felt like the whole world was holding its breath."
+        ),
+    )
+
+
 @pytest.fixture
 def readme_server(tmp_path: Path, llm_peer: LLMPeer) -> Iterator[tuple[Server, Shell, LLMPeer]]:
     script_scene(llm_peer.script)
+    script_the_people(llm_peer.script)
     home = tmp_path / "home"
     work = tmp_path / "work"
     work.mkdir()
@@ -382,8 +411,7 @@ def test_every_readme_block_runs_in_order(readme_server: tuple[Server, Shell, LL
             continue
         if block.restart is not None:
             settings |= {
-                k: local(v.replace("{llm}", llm.openai_base_url))
-                for k, v in block.restart.items()
+                k: local(v.replace("{llm}", llm.openai_base_url)) for k, v in block.restart.items()
             }
             server.stop()
             server.start(**settings)
