@@ -8,7 +8,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from tollhouse.kit.errors import ValidationFailed
-from tollhouse.web.security import check_csrf
+from tollhouse.web.security import CSRF_FIELD, check_csrf
 
 FormModel = TypeVar("FormModel", bound=BaseModel)
 MAX_FIELDS = 30
@@ -25,11 +25,30 @@ class InvalidForm(ValidationFailed):
 
 async def parse_form(request: Request, model: type[FormModel]) -> FormModel:
     """The form as `model`; CsrfRefused (403) or InvalidForm (422) otherwise."""
+    values = await _checked_fields(request)
+    return _validated(model, values)
+
+
+async def parse_body(request: Request, model: type[FormModel]) -> FormModel:
+    """The form as one of the JSON API's own request bodies, so a page is held to the API's
+    very rules: the CSRF field and empty fields are left out (the body's defaults apply), and
+    text converts to numbers and booleans as a form's must."""
+    values = await _checked_fields(request)
+    given = {name: value for name, value in values.items() if value and name != CSRF_FIELD}
+    return _validated(model, given, strict=False)
+
+
+async def _checked_fields(request: Request) -> dict[str, str]:
     form = await request.form(max_files=0, max_fields=MAX_FIELDS)
     check_csrf(request, form)
-    values = {name: value for name, value in form.items() if isinstance(value, str)}
+    return {name: value for name, value in form.items() if isinstance(value, str)}
+
+
+def _validated(
+    model: type[FormModel], values: dict[str, str], strict: bool | None = None
+) -> FormModel:
     try:
-        return model.model_validate(values)
+        return model.model_validate(values, strict=strict)
     except ValidationError as exc:
         fields: dict[str, str] = {}
         for error in exc.errors():
