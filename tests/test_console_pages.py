@@ -242,3 +242,33 @@ async def test_the_session_cookie_is_secure_outside_development(
     assert "HttpOnly" in cookie
     assert "Secure" in cookie
     assert "samesite=lax" in cookie.lower()
+
+
+async def test_tiers_are_created_and_edited_type_locked(client: httpx.AsyncClient) -> None:
+    await sign_up(client)
+    project_id, _ = await new_project(client)
+    tiers = f"/console/projects/{project_id}/tiers"
+    created = await post(
+        client, tiers, name="Pro", price_cents="2900", limit="1000", features="Fast\n\nSupport"
+    )
+    assert created.status_code == 303, created.text
+    locked = await post(client, tiers, name="Mug", billing_mode="one_off")
+    assert locked.status_code == 400
+    assert "type" in locked.text
+    bad = await post(client, tiers, name="Cheap", price_cents="-1")
+    assert bad.status_code == 422
+    assert "Price cents" in bad.text
+
+    edited = await post(client, f"{tiers}/pro", limit="unlimited", display_name="Pro plan")
+    assert edited.status_code == 200, edited.text
+    assert "Saved." in edited.text
+    listed = await client.get(f"{tiers}")
+    assert "Pro plan" in listed.text
+    api = await client.get(f"/console/api/v1/projects/{project_id}/tiers/pro")
+    tier = api.json()
+    assert (tier["price_cents"], tier["limit"], tier["features"]) == (
+        2900,
+        "unlimited",
+        ["Fast", "Support"],
+    )
+    assert (await client.get(f"{tiers}/nope")).status_code == 404

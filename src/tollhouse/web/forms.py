@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
@@ -29,12 +29,20 @@ async def parse_form(request: Request, model: type[FormModel]) -> FormModel:
     return _validated(model, values)
 
 
-async def parse_body(request: Request, model: type[FormModel]) -> FormModel:
+async def parse_body(
+    request: Request, model: type[FormModel], lists: tuple[str, ...] = ()
+) -> FormModel:
     """The form as one of the JSON API's own request bodies, so a page is held to the API's
-    very rules: the CSRF field and empty fields are left out (the body's defaults apply), and
-    text converts to numbers and booleans as a form's must."""
+    very rules: the CSRF field and empty fields are left out (the body's defaults apply), text
+    converts to numbers and booleans as a form's must, and each field in `lists` (a textarea)
+    is a list of its non-empty lines."""
     values = await _checked_fields(request)
-    given = {name: value for name, value in values.items() if value and name != CSRF_FIELD}
+    given: dict[str, object] = {
+        name: value for name, value in values.items() if value and name != CSRF_FIELD
+    }
+    for name in lists:
+        if name in given:
+            given[name] = [line.strip() for line in values[name].splitlines() if line.strip()]
     return _validated(model, given, strict=False)
 
 
@@ -45,7 +53,7 @@ async def _checked_fields(request: Request) -> dict[str, str]:
 
 
 def _validated(
-    model: type[FormModel], values: dict[str, str], strict: bool | None = None
+    model: type[FormModel], values: dict[str, Any], strict: bool | None = None
 ) -> FormModel:
     try:
         return model.model_validate(values, strict=strict)
