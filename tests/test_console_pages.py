@@ -13,6 +13,7 @@ from sqlalchemy import select
 from hosted_support import csrf_of, last_mail_link
 from platform_fixtures import database
 from support import ClientFactory
+from tollhouse.identity.models import User
 from tollhouse.tenancy.models import ApiKey, AuditEntry, Project
 
 pytestmark = pytest.mark.anyio
@@ -272,3 +273,53 @@ async def test_tiers_are_created_and_edited_type_locked(client: httpx.AsyncClien
         ["Fast", "Support"],
     )
     assert (await client.get(f"{tiers}/nope")).status_code == 404
+
+
+async def test_customers_search_usage_chart_plan_change_and_delete(
+    client: httpx.AsyncClient,
+) -> None:
+    await sign_up(client)
+    project_id, secret = await new_project(client)
+    tiers = f"/console/projects/{project_id}/tiers"
+    for name, limit in (("free", "10"), ("pro", "100")):
+        assert (await post(client, tiers, name=name, limit=limit)).status_code == 303
+    backend = {"Authorization": f"Bearer {secret}"}
+    made = await client.post("/api/customers", headers=backend, json={"email": "grace@example.com"})
+    customer = made.json()["customer"]["id"]
+    token = (await client.post(f"/api/customers/{customer}/token", headers=backend)).json()["token"]
+    pk = re.search(
+        r"pk_test_[A-Za-z0-9_-]+", (await client.get(f"/console/projects/{project_id}")).text
+    )
+    assert pk is not None
+    for _ in range(2):
+        used = await client.post(
+            "/api/data", headers={"X-Publishable-Key": pk.group(0), "X-Clerk-Token": token}
+        )
+        assert used.status_code == 200, used.text
+
+    listing = f"/console/projects/{project_id}/customers"
+    page = await client.get(listing, params={"q": "GRACE"})
+    assert page.status_code == 200
+    assert "grace@example.com" in page.text
+    assert 'data-value="2"' in page.text  # today's bar
+    assert "<strong>2</strong> units" in page.text
+    assert "grace@example.com" not in (await client.get(listing, params={"q": "nobody"})).text
+
+    async with database(client).session() as session:
+        user_id = await session.scalar(select(User.id).where(User.external_id == customer))
+    detail = f"{listing}/{user_id}"
+    changed = await post(client, detail, f"{detail}/plan", plan="pro")
+    assert changed.status_code == 200
+    assert "Plan changed to pro" in changed.text
+    unknown = await post(client, detail, f"{detail}/plan", plan="gold")
+    assert unknown.status_code == 422
+    other_id, _ = await new_project(client, "other")
+    assert (
+        await client.get(f"/console/projects/{other_id}/customers/{user_id}")
+    ).status_code == 404
+
+    deleted = await post(client, detail, f"{detail}/delete")
+    assert deleted.status_code == 303
+    async with database(client).session() as session:
+        user = await session.get_one(User, user_id)
+        assert (user.plan, user.is_active, user.email) == ("pro", False, None)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter
-from sqlalchemy import func, select
+from fastapi import APIRouter, Query
+from sqlalchemy import func, or_, select
 
 from tollhouse.catalog import service as catalog
 from tollhouse.console.deps import ConsoleDep, Limit, Offset, ProjectDep
@@ -23,6 +25,7 @@ from tollhouse.kit.clock import utcnow
 from tollhouse.kit.errors import NotFound, ValidationFailed
 from tollhouse.metering import quota
 from tollhouse.metering.models import UsageCounter
+from tollhouse.platform_api import customers
 from tollhouse.tenancy.models import Project
 
 router = APIRouter(tags=["console"])
@@ -47,9 +50,20 @@ async def _end_user(console: ConsoleDep, project: Project, user_id: uuid.UUID) -
 
 @router.get("/projects/{project_id}/users")
 async def list_users(
-    project: ProjectDep, console: ConsoleDep, limit: Limit = 50, offset: Offset = 0
+    project: ProjectDep,
+    console: ConsoleDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> EndUserPage:
+    """The project's end users, newest first; `q` narrows to emails and ids containing it."""
     scope = User.project_id == project.id
+    if q and q.strip():
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", q.strip().lower()) + "%"
+        scope = scope & or_(
+            func.lower(User.email).like(pattern, escape="\\"),
+            func.lower(User.external_id).like(pattern, escape="\\"),
+        )
     total = await console.session.scalar(select(func.count()).select_from(User).where(scope))
     rows = await console.session.scalars(
         select(User)
@@ -84,6 +98,14 @@ async def update_user(
         "user.update", str(user.id), project_id=project.id, plan=body.plan, previous_plan=previous
     )
     return EndUserOut.of(user)
+
+
+@router.delete("/projects/{project_id}/users/{user_id}", status_code=204)
+async def delete_user(user_id: uuid.UUID, project: ProjectDep, console: ConsoleDep) -> None:
+    """Erase the end user as the Platform API's customer deletion does (money rows stay)."""
+    user = await _end_user(console, project, user_id)
+    await customers.delete(console.session, user)
+    await console.audit("user.delete", str(user_id), project_id=project.id)
 
 
 @router.get("/projects/{project_id}/usage")

@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 from tollhouse.web.console import account as console_account
 from tollhouse.web.console import catalog as console_catalog
+from tollhouse.web.console import customers as console_customers
 from tollhouse.web.console import keys as console_keys
 from tollhouse.web.console import projects as console_projects
 from tollhouse.web.console.common import SignInRequired, sign_in_redirect
@@ -30,6 +31,12 @@ def include(app: FastAPI) -> None:
     for module in (signup, signin, recovery, account, dev_mail):
         app.include_router(module.router)
     app.add_exception_handler(PageRefused, _page_refused)
-    for page in (console_account, console_projects, console_keys, console_catalog):
+    for page in (
+        console_account,
+        console_projects,
+        console_keys,
+        console_catalog,
+        console_customers,
+    ):
         app.include_router(page.router)
     app.add_exception_handler(SignInRequired, sign_in_redirect)

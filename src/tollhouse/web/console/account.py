@@ -226,5 +226,5 @@ async def revoke_token(token_id: str, page: ConsolePageDep) -> RedirectResponse:
 @router.get("/console/audit")
 async def audit_page(page: ConsolePageDep) -> HTMLResponse:
     entries = await api.audit_log(page.console, limit=PAGE_SIZE, offset=offset_of(page.request))
-    paging = Paging(page.request.url.path, entries.offset, entries.limit, entries.total)
+    paging = Paging(page.request, entries.offset, entries.limit, entries.total)
     return show(page.request, "audit", me=page, entries=entries.entries, paging=paging)

@@ -154,13 +154,15 @@ def redirect(path: str) -> RedirectResponse:
 class Paging:
     """One page of a list, and the links to its neighbours (`ui.pager`)."""
 
-    path: str
+    request: Request
     offset: int
     limit: int
     total: int
 
     def url(self, offset: int) -> str:
-        return f"{self.path}?{urlencode({'offset': offset})}"
+        """This page's URL (its search kept) at another offset."""
+        params = [(k, v) for k, v in self.request.query_params.multi_items() if k != "offset"]
+        return f"{self.request.url.path}?{urlencode([*params, ('offset', str(offset))])}"
 
 
 def offset_of(request: Request) -> int:
@@ -169,6 +171,6 @@ def offset_of(request: Request) -> int:
 
 
 def paged(request: Request, rows: Sequence[Row]) -> tuple[Sequence[Row], Paging]:
-    """A page of an already bounded list (a project's keys, a developer's tokens)."""
+    """A page of an already bounded list (a developer's projects or tokens)."""
     offset = offset_of(request)
-    return rows[offset : offset + PAGE_SIZE], Paging(request.url.path, offset, PAGE_SIZE, len(rows))
+    return rows[offset : offset + PAGE_SIZE], Paging(request, offset, PAGE_SIZE, len(rows))
