@@ -323,3 +323,20 @@ async def test_customers_search_usage_chart_plan_change_and_delete(
     async with database(client).session() as session:
         user = await session.get_one(User, user_id)
         assert (user.plan, user.is_active, user.email) == ("pro", False, None)
+
+
+async def test_api_docs_are_served_offline_under_a_self_only_policy(
+    client: httpx.AsyncClient,
+) -> None:
+    for path, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        page = await client.get(path)
+        assert page.status_code == 200
+        assert "https://" not in page.text  # nothing from a CDN
+        policy = page.headers["content-security-policy"]
+        assert "script-src 'self';" in policy
+        assert "unsafe" not in policy
+        for src in re.findall(r'src="([^"]+)"', page.text):
+            served = await client.get(src)
+            assert served.status_code == 200, src
+            assert "javascript" in served.headers["content-type"]
+        assert f"/docs-assets/{asset}" in page.text
