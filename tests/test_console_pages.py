@@ -5,12 +5,15 @@ another developer's ids, not signed in)."""
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from sqlalchemy import select
 
 from hosted_support import csrf_of, last_mail_link
+from stripe_peer import StripePeer
+from test_billing_stripe import stripe_settings
 from platform_fixtures import database
 from support import ClientFactory
 from tollhouse.identity.models import User
@@ -340,3 +343,35 @@ async def test_api_docs_are_served_offline_under_a_self_only_policy(
             assert served.status_code == 200, src
             assert "javascript" in served.headers["content-type"]
         assert f"/docs-assets/{asset}" in page.text
+
+
+async def test_stripe_connect_round_trip_lands_on_the_money_page(
+    make_client: ClientFactory, stripe_peer: StripePeer
+) -> None:
+    client = await make_client(tollhouse_env="development", **stripe_settings(stripe_peer))
+    await sign_up(client)
+    money = await client.get("/console/money")
+    assert money.status_code == 200
+    assert 'href="/console/api/v1/stripe/connect?mode=test"' in money.text
+    start = await client.get("/console/api/v1/stripe/connect", params={"mode": "test"})
+    assert start.status_code == 302
+    state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
+    code, account = stripe_peer.issue_code()
+    done = await client.get(
+        "/console/api/v1/stripe/callback", params={"code": code, "state": state}
+    )
+    assert done.status_code == 302
+    landed = await client.get(done.headers["location"])
+    assert landed.status_code == 200
+    assert "Stripe is connected." in landed.text
+    assert account in landed.text
+
+    project_id, _ = await new_project(client)
+    figures = await client.get(f"/console/projects/{project_id}/money")
+    assert figures.status_code == 200
+    assert "No subscriptions yet." in figures.text
+
+    off = await post(client, "/console/money", "/console/money/disconnect", mode="test")
+    assert off.status_code == 200
+    assert "Stripe test disconnected." in off.text
+    assert account not in off.text

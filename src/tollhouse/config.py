@@ -260,7 +260,7 @@ class Settings(BaseSettings):
     # Connect: where Stripe sends the developer back (unset = this server's callback URL),
     # and where the callback then sends them (the console).
     stripe_connect_redirect_uri: str | None = None
-    stripe_connect_done_url: str = "/console/?stripe=connected"
+    stripe_connect_done_url: str = "/console/money?stripe=connected"
 
     # Platform subscription: developers pay the operator (`billing.platform_plan`). Off while
     # PLATFORM_PRICE_ID is unset: no checkout (409 plan_not_offered), no gate, no metering.

@@ -11,6 +11,7 @@ from tollhouse.web.console import account as console_account
 from tollhouse.web.console import catalog as console_catalog
 from tollhouse.web.console import customers as console_customers
 from tollhouse.web.console import keys as console_keys
+from tollhouse.web.console import money as console_money
 from tollhouse.web.console import projects as console_projects
 from tollhouse.web.console.common import SignInRequired, sign_in_redirect
 from tollhouse.web.dev import mail as dev_mail
@@ -37,6 +38,7 @@ def include(app: FastAPI) -> None:
         console_keys,
         console_catalog,
         console_customers,
+        console_money,
     ):
         app.include_router(page.router)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
