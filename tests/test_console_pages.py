@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 
 from hosted_support import csrf_of, last_mail_link
-from stripe_peer import StripePeer
-from test_billing_stripe import stripe_settings
 from platform_fixtures import database
+from stripe_peer import StripePeer
 from support import ClientFactory
+from test_billing_stripe import stripe_settings
 from tollhouse.identity.models import User
 from tollhouse.tenancy.models import ApiKey, AuditEntry, Project
 
