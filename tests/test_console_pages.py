@@ -5,11 +5,11 @@ another developer's ids, not signed in)."""
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from hosted_support import csrf_of, last_mail_link
 from platform_fixtures import database
@@ -18,10 +18,12 @@ from support import ClientFactory
 from test_billing_stripe import stripe_settings
 from tollhouse.identity.models import User
 from tollhouse.tenancy.models import ApiKey, AuditEntry, Project
+from tollhouse.upstreams.models import UpstreamRoute
 
 pytestmark = pytest.mark.anyio
 
 PASSWORD = "correct horse battery"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 _SECRET = re.compile(r"sk_test_[A-Za-z0-9_-]+")
 _PROJECT = re.compile(r"/console/projects/(prj_[A-Za-z0-9]+)")
 
@@ -375,3 +377,44 @@ async def test_stripe_connect_round_trip_lands_on_the_money_page(
     assert off.status_code == 200
     assert "Stripe test disconnected." in off.text
     assert account not in off.text
+
+
+async def test_upstreams_are_registered_guarded_and_removed(make_client: ClientFactory) -> None:
+    client = await make_client(tollhouse_env="development", allow_private_upstreams=False)
+    await sign_up(client)
+    project_id, _ = await new_project(client)
+    page = f"/console/projects/{project_id}/upstreams"
+    private = await post(
+        client, page, path_prefix="weather", upstream_url="http://127.0.0.1:9/", units="2"
+    )
+    assert private.status_code == 400, private.text
+    async with database(client).session() as session:
+        assert await session.scalar(select(func.count()).select_from(UpstreamRoute)) == 0
+
+    shown = await client.get(page)
+    fields = [
+        ("csrf_token", csrf_of(shown)),
+        ("path_prefix", "weather"),
+        ("upstream_url", "https://93.184.215.14/v1"),
+        ("methods", "GET"),
+        ("methods", "POST"),
+        ("units", "2"),
+    ]
+    made = await client.post(page, content=urlencode(fields), headers=FORM)
+    assert made.status_code == 201, made.text
+    async with database(client).session() as session:
+        route = await session.scalar(select(UpstreamRoute))
+        assert route is not None
+        assert (route.path_prefix, route.methods, route.units) == ("weather", "GET,POST", 2)
+    removed = await post(client, page, f"{page}/{route.id}/delete")
+    assert removed.status_code == 200
+    assert "Upstream removed." in removed.text
+
+
+async def test_the_platform_plan_page_says_what_is_offered(client: httpx.AsyncClient) -> None:
+    await sign_up(client)
+    plan = await client.get("/console/plan")
+    assert plan.status_code == 200
+    assert "nothing to pay" in plan.text
+    refused = await post(client, "/console/plan", "/console/plan/checkout")
+    assert refused.status_code == 409

@@ -35,14 +35,18 @@ async def parse_body(
     """The form as one of the JSON API's own request bodies, so a page is held to the API's
     very rules: the CSRF field and empty fields are left out (the body's defaults apply), text
     converts to numbers and booleans as a form's must, and each field in `lists` (a textarea)
-    is a list of its non-empty lines."""
+    is a list (checked boxes, or a textarea's non-empty lines)."""
     values = await _checked_fields(request)
     given: dict[str, object] = {
         name: value for name, value in values.items() if value and name != CSRF_FIELD
     }
+    form = await request.form()
     for name in lists:
-        if name in given:
-            given[name] = [line.strip() for line in values[name].splitlines() if line.strip()]
+        posted = [value for value in form.getlist(name) if isinstance(value, str)]
+        # Checkboxes post a value each; a textarea posts one value, a line per item.
+        lines = posted[0].splitlines() if len(posted) == 1 else posted
+        if any(line.strip() for line in lines):
+            given[name] = [line.strip() for line in lines if line.strip()]
     return _validated(model, given, strict=False)
 
 

@@ -12,7 +12,9 @@ from tollhouse.web.console import catalog as console_catalog
 from tollhouse.web.console import customers as console_customers
 from tollhouse.web.console import keys as console_keys
 from tollhouse.web.console import money as console_money
+from tollhouse.web.console import plan as console_plan
 from tollhouse.web.console import projects as console_projects
+from tollhouse.web.console import upstreams as console_upstreams
 from tollhouse.web.console.common import SignInRequired, sign_in_redirect
 from tollhouse.web.dev import mail as dev_mail
 from tollhouse.web.hosted import account, recovery, signin, signup
@@ -39,6 +41,8 @@ def include(app: FastAPI) -> None:
         console_catalog,
         console_customers,
         console_money,
+        console_upstreams,
+        console_plan,
     ):
         app.include_router(page.router)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
