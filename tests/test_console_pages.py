@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from hosted_support import csrf_of, last_mail_link
 from platform_fixtures import database
 from stripe_peer import StripePeer
-from support import ClientFactory
+from support import ADMIN_KEY, ClientFactory
 from test_billing_stripe import stripe_settings
 from tollhouse.identity.models import User
 from tollhouse.tenancy.models import ApiKey, AuditEntry, Project
@@ -418,3 +418,21 @@ async def test_the_platform_plan_page_says_what_is_offered(client: httpx.AsyncCl
     assert "nothing to pay" in plan.text
     refused = await post(client, "/console/plan", "/console/plan/checkout")
     assert refused.status_code == 409
+
+
+async def test_operator_pages_behind_the_admin_key(client: httpx.AsyncClient) -> None:
+    await sign_up(client, "builder@example.com")
+    away = await client.get("/console/operator")
+    assert away.status_code == 303
+    assert away.headers["location"] == "/console/operator/signin"
+    wrong = await post(client, "/console/operator/signin", admin_key="not the key")
+    assert wrong.status_code == 403
+    right = await post(client, "/console/operator/signin", admin_key=ADMIN_KEY)
+    assert right.status_code == 303
+    cookie = next(v for v in right.headers.get_list("set-cookie") if "tollhouse_operator" in v)
+    assert "HttpOnly" in cookie
+    page = await client.get("/console/operator")
+    assert page.status_code == 200
+    assert "builder@example.com" in page.text
+    assert "Every balance matches its log" in page.text
+    assert ADMIN_KEY not in page.text

@@ -12,6 +12,7 @@ from tollhouse.web.console import catalog as console_catalog
 from tollhouse.web.console import customers as console_customers
 from tollhouse.web.console import keys as console_keys
 from tollhouse.web.console import money as console_money
+from tollhouse.web.console import operator as console_operator
 from tollhouse.web.console import plan as console_plan
 from tollhouse.web.console import projects as console_projects
 from tollhouse.web.console import upstreams as console_upstreams
@@ -43,6 +44,7 @@ def include(app: FastAPI) -> None:
         console_money,
         console_upstreams,
         console_plan,
+        console_operator,
     ):
         app.include_router(page.router)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
