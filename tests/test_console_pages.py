@@ -16,6 +16,7 @@ from platform_fixtures import database
 from stripe_peer import StripePeer
 from support import ADMIN_KEY, ClientFactory
 from test_billing_stripe import stripe_settings
+from tollhouse.billing import inbox
 from tollhouse.identity.models import User
 from tollhouse.tenancy.models import ApiKey, AuditEntry, Project
 from tollhouse.upstreams.models import UpstreamRoute
@@ -436,3 +437,24 @@ async def test_operator_pages_behind_the_admin_key(client: httpx.AsyncClient) ->
     assert "builder@example.com" in page.text
     assert "Every balance matches its log" in page.text
     assert ADMIN_KEY not in page.text
+
+
+async def test_events_list_the_projects_webhook_deliveries(client: httpx.AsyncClient) -> None:
+    await sign_up(client)
+    project_id, _ = await new_project(client)
+    other_id, _ = await new_project(client, "other")
+    async with database(client).session() as session:
+        for n, project in enumerate((project_id, other_id)):
+            await inbox.first_delivery(
+                session,
+                "stripe",
+                f"evt_{n}",
+                "invoice.paid",
+                project_id=project,
+                summary={"amount": 2900},
+            )
+    page = await client.get(f"/console/projects/{project_id}/events")
+    assert page.status_code == 200
+    assert "evt_0" in page.text
+    assert "amount 2900" in page.text
+    assert "evt_1" not in page.text

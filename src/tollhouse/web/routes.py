@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from tollhouse.web.console import account as console_account
 from tollhouse.web.console import catalog as console_catalog
 from tollhouse.web.console import customers as console_customers
+from tollhouse.web.console import events as console_events
 from tollhouse.web.console import keys as console_keys
 from tollhouse.web.console import money as console_money
 from tollhouse.web.console import operator as console_operator
@@ -45,6 +46,7 @@ def include(app: FastAPI) -> None:
         console_upstreams,
         console_plan,
         console_operator,
+        console_events,
     ):
         app.include_router(page.router)
     app.add_exception_handler(SignInRequired, sign_in_redirect)
