@@ -130,6 +130,20 @@ async def test_console_journey(browser: Browser, server: tuple[str, httpx.AsyncC
         await expect(page.get_by_role("cell", name=action, exact=True)).to_be_visible()
     await screens.shot(page, "audit")
 
+    # The other pages render, under the same policy.
+    project_path = project_url.removeprefix(base)
+    for name, path, heading in (
+        ("money", "/console/money", "Money"),
+        ("project-money", f"{project_path}/money", "Money"),
+        ("upstreams", f"{project_path}/upstreams", "Upstreams"),
+        ("events", f"{project_path}/events", "Events"),
+        ("plan", "/console/plan", "Platform plan"),
+        ("tokens", "/console/tokens", "Personal access tokens"),
+    ):
+        await page.goto(path)
+        await expect(page.get_by_role("heading", name=heading, exact=False).first).to_be_visible()
+        await screens.shot(page, name)
+
     # The API docs, offline, and ready to authorise.
     await page.goto("/docs")
     await expect(page.get_by_role("button", name="Authorize")).to_be_visible(timeout=15_000)
