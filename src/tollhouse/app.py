@@ -55,6 +55,7 @@ from tollhouse.platform_api import operator as platform_operator
 from tollhouse.platform_api import routes as platform_routes
 from tollhouse.temporal import routes as temporal_routes
 from tollhouse.upstreams import routes as upstream_routes
+from tollhouse.web import docs as web_docs
 from tollhouse.web import routes as web_routes
 
 log = structlog.get_logger("tollhouse")
@@ -205,12 +206,16 @@ def create_app(
         description="The front door of paid APIs: auth, credits, quotas, billing, upstreams.",
         lifespan=lifespan,
         dependencies=[Depends(refuse_nul_characters)],
+        # Served offline by web/docs.py instead of FastAPI's CDN-loading pages.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.database = database
     app.state.metrics = metrics
     app.state.drain = Drain()
     install_error_handlers(app)
     openapi.install(app)
+    web_docs.include(app)
     app.include_router(system.router)
     if role == "billing":
         app.include_router(billing_routes.router)

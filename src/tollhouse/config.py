@@ -333,7 +333,7 @@ class Settings(BaseSettings):
     # Connect: where Stripe sends the developer back (unset = this server's callback URL),
     # and where the callback then sends them (the console).
     stripe_connect_redirect_uri: str | None = None
-    stripe_connect_done_url: str = "/console/?stripe=connected"
+    stripe_connect_done_url: str = "/console/money?stripe=connected"
     # A local stand-in for Stripe (`tollhouse.stripe_sandbox`): the server starts it on
     # 127.0.0.1:STRIPE_SANDBOX_PORT and points every Stripe setting above at it, so checkout,
     # the portal, Connect and signed webhooks work offline. Production refuses to start with it.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.billing.models import InboxEvent
@@ -46,7 +46,7 @@ async def first_delivery(
 
 
 async def recent(
-    session: AsyncSession, project_id: str, limit: int = RECENT_LIMIT
+    session: AsyncSession, project_id: str, limit: int = RECENT_LIMIT, offset: int = 0
 ) -> list[InboxEvent]:
     """The project's latest events, newest first (summaries only, never payloads)."""
     rows = await session.scalars(
@@ -54,5 +54,13 @@ async def recent(
         .where(InboxEvent.project_id == project_id)
         .order_by(InboxEvent.id.desc())
         .limit(limit)
+        .offset(offset)
     )
     return list(rows)
+
+
+async def count(session: AsyncSession, project_id: str) -> int:
+    total = await session.scalar(
+        select(func.count()).select_from(InboxEvent).where(InboxEvent.project_id == project_id)
+    )
+    return total or 0

@@ -40,11 +40,20 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
+async def begin_session(
+    session: AsyncSession, pepper: str, developer: Developer, action: str
+) -> developers.IssuedToken:
+    """A new console session, audited as `action` (sign-up or log-in)."""
+    issued = await developers.start_session(session, pepper, developer)
+    await tenancy.record(session, developer.platform_id, action, developer_id=developer.id)
+    return issued
+
+
 async def _open_session(
     session: AsyncSession, request: Request, response: Response, developer: Developer, action: str
 ) -> AuthResponse:
     """Start a console session: cookie for browsers, token in the body for scripts."""
-    issued = await developers.start_session(session, pepper_of(request), developer)
+    issued = await begin_session(session, pepper_of(request), developer, action)
     response.set_cookie(
         SESSION_COOKIE,
         issued.plaintext,
@@ -54,17 +63,29 @@ async def _open_session(
         secure=request.url.scheme == "https",
         path="/",
     )
-    await tenancy.record(session, developer.platform_id, action, developer_id=developer.id)
     return AuthResponse(developer=DeveloperOut.of(developer), token=issued.plaintext)
+
+
+async def limit_signups(request: Request) -> None:
+    # Each sign-up hashes a password (argon2id, deliberately slow): capped per address first.
+    limit = settings_of(request).console_signups_per_minute
+    await limit_attempts(request, f"signup-from:{_client_address(request)}", limit)
+
+
+async def limit_logins(request: Request, email: str) -> None:
+    # Password guessing is slowed per account and per client address, before any hashing.
+    limit = settings_of(request).console_login_attempts_per_minute
+    await limit_attempts(request, f"login:{developers.normalise_email(email)}", limit)
+    await limit_attempts(
+        request, f"login-from:{_client_address(request)}", limit * LOGINS_PER_ADDRESS
+    )
 
 
 @router.post("/auth/signup", status_code=201)
 async def signup(
     body: SignupRequest, request: Request, response: Response, session: SessionDep
 ) -> AuthResponse:
-    # Each sign-up hashes a password (argon2id, deliberately slow): capped per address first.
-    limit = settings_of(request).console_signups_per_minute
-    await limit_attempts(request, f"signup-from:{_client_address(request)}", limit)
+    await limit_signups(request)
     developer = await developers.sign_up(session, body.email, body.password)
     return await _open_session(session, request, response, developer, "developer.signup")
 
@@ -73,13 +94,7 @@ async def signup(
 async def login(
     body: LoginRequest, request: Request, response: Response, session: SessionDep
 ) -> AuthResponse:
-    # Password guessing is slowed per account and per client address, before any hashing.
-    limit = settings_of(request).console_login_attempts_per_minute
-    email = developers.normalise_email(body.email)
-    await limit_attempts(request, f"login:{email}", limit)
-    await limit_attempts(
-        request, f"login-from:{_client_address(request)}", limit * LOGINS_PER_ADDRESS
-    )
+    await limit_logins(request, body.email)
     developer = await developers.log_in(session, body.email, body.password)
     return await _open_session(session, request, response, developer, "developer.login")
 

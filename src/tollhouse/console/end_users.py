@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from tollhouse.catalog import service as catalog
@@ -24,6 +25,7 @@ from tollhouse.kit.clock import utcnow
 from tollhouse.kit.errors import NotFound, ValidationFailed
 from tollhouse.metering import quota
 from tollhouse.metering.models import UsageCounter
+from tollhouse.platform_api import customers
 from tollhouse.tenancy.models import Project
 
 router = APIRouter(tags=["console"])
@@ -48,10 +50,15 @@ async def _end_user(console: ConsoleDep, project: Project, user_id: uuid.UUID) -
 
 @router.get("/projects/{project_id}/users")
 async def list_users(
-    project: ProjectDep, console: ConsoleDep, limit: Limit = 50, offset: Offset = 0
+    project: ProjectDep,
+    console: ConsoleDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> EndUserPage:
+    """The project's end users, newest first; `q` narrows to emails and ids containing it."""
     total, rows = await identity.users_of_project(
-        console.session, project.id, limit=limit, offset=offset
+        console.session, project.id, limit=limit, offset=offset, q=q
     )
     return EndUserPage(
         limit=limit, offset=offset, total=total, users=[EndUserOut.of(u) for u in rows]
@@ -79,6 +86,14 @@ async def update_user(
         "user.update", str(user.id), project_id=project.id, plan=body.plan, previous_plan=previous
     )
     return EndUserOut.of(user)
+
+
+@router.delete("/projects/{project_id}/users/{user_id}", status_code=204)
+async def delete_user(user_id: uuid.UUID, project: ProjectDep, console: ConsoleDep) -> None:
+    """Erase the end user as the Platform API's customer deletion does (money rows stay)."""
+    user = await _end_user(console, project, user_id)
+    await customers.delete(console.session, user)
+    await console.audit("user.delete", str(user_id), project_id=project.id)
 
 
 @router.get("/projects/{project_id}/usage")

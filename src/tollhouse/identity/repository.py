@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.db.dialect import insert_ignoring_conflicts
@@ -98,10 +99,17 @@ async def refresh_tokens_of(session: AsyncSession, user_id: uuid.UUID) -> list[R
 
 
 async def users_of_project(
-    session: AsyncSession, project_id: str, *, limit: int, offset: int
+    session: AsyncSession, project_id: str, *, limit: int, offset: int, q: str | None = None
 ) -> tuple[int, list[User]]:
-    """A page of the project's users, newest first, and how many there are in all."""
+    """A page of the project's users, newest first, and how many there are in all; `q`
+    narrows to emails and external ids containing it (case-insensitive)."""
     scope = User.project_id == project_id
+    if q and q.strip():
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", q.strip().lower()) + "%"
+        scope = scope & or_(
+            func.lower(User.email).like(pattern, escape="\\"),
+            func.lower(User.external_id).like(pattern, escape="\\"),
+        )
     total = await session.scalar(select(func.count()).select_from(User).where(scope))
     rows = await session.scalars(
         select(User)

@@ -211,10 +211,11 @@ async def was_erased_before(session: AsyncSession, user: User) -> bool:
 
 
 async def users_of_project(
-    session: AsyncSession, project_id: str, *, limit: int, offset: int
+    session: AsyncSession, project_id: str, *, limit: int, offset: int, q: str | None = None
 ) -> tuple[int, list[User]]:
-    """A page of the project's users (end users, for a platform project), newest first."""
-    return await repository.users_of_project(session, project_id, limit=limit, offset=offset)
+    """A page of the project's users (end users, for a platform project), newest first;
+    `q` narrows to emails and external ids containing it."""
+    return await repository.users_of_project(session, project_id, limit=limit, offset=offset, q=q)
 
 
 async def erase_personal_data(session: AsyncSession, user: User) -> None:

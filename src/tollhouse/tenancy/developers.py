@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tollhouse.kit.clock import utcnow
-from tollhouse.kit.crypto import keyed_hash, random_token
-from tollhouse.kit.errors import Conflict, NotFound, Unauthorized
+from tollhouse.kit.crypto import keyed_hash, random_token, secrets_equal
+from tollhouse.kit.errors import BadRequest, Conflict, NotFound, Unauthorized
 from tollhouse.kit.passwords import (
     PASSWORD_MAX,
     PASSWORD_MIN,
@@ -37,6 +37,7 @@ PERSONAL_TOKEN_PREFIX = "dev_"  # noqa: S105 - a prefix, not a secret
 # The longest credential worth hashing; anything longer is refused unseen.
 CREDENTIAL_MAX = 256
 LAST_USED_GRANULARITY = timedelta(minutes=1)
+RESET_LIFETIME = timedelta(hours=1)
 
 
 class EmailTaken(Conflict):
@@ -47,6 +48,11 @@ class EmailTaken(Conflict):
 class InvalidCredentials(Unauthorized):
     code = "invalid_credentials"
     message = "Email or password is wrong."
+
+
+class InvalidResetLink(BadRequest):
+    code = "invalid_reset_link"
+    message = "This password reset link is invalid, used or expired."
 
 
 class TokenNotFound(NotFound):
@@ -251,3 +257,53 @@ async def developer_for_credential(
         )
     developer_row: Developer = developer
     return developer_row
+
+
+# --- password reset ------------------------------------------------------------------------
+
+
+def _reset_signature(pepper: str, developer: Developer, expires: int) -> str:
+    # Bound to the current password hash: once the password changes the link is dead, so it
+    # is single-use without a table of tickets.
+    return keyed_hash(pepper, f"reset:{developer.id}:{expires}:{developer.password_hash}")
+
+
+async def reset_link_token(session: AsyncSession, pepper: str, email: str) -> str | None:
+    """A password reset token for the account at `email` (None when there is none; the caller
+    answers alike either way, so the form does not reveal accounts)."""
+    developer = await session.scalar(
+        select(Developer).where(Developer.email == normalise_email(email))
+    )
+    if developer is None:
+        return None
+    expires = int((utcnow() + RESET_LIFETIME).timestamp())
+    return f"{developer.id}.{expires}.{_reset_signature(pepper, developer, expires)}"
+
+
+async def reset_password(
+    session: AsyncSession, pepper: str, token: str, password: str
+) -> Developer:
+    """A new password for the developer the token names; every console session ends."""
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise WeakPassword()
+    developer_id, _, rest = token[:CREDENTIAL_MAX].partition(".")
+    expires_text, _, signature = rest.partition(".")
+    if not expires_text.isdigit() or int(expires_text) < utcnow().timestamp():
+        raise InvalidResetLink()
+    developer = await session.get(Developer, developer_id)
+    if developer is None or not secrets_equal(
+        signature, _reset_signature(pepper, developer, int(expires_text))
+    ):
+        raise InvalidResetLink()
+    developer.password_hash = await hash_password(password)
+    await session.execute(
+        update(DeveloperToken)
+        .where(
+            DeveloperToken.developer_id == developer.id,
+            DeveloperToken.kind == "session",
+            DeveloperToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+    await session.flush()
+    return developer

@@ -19,7 +19,7 @@ from tollhouse.tenancy.service import NewProject, create_project_with_keys, proj
 CopyCatalog = Callable[[AsyncSession, str, Project], Awaitable[int]]
 
 # Everything a developer configured on the project, besides its name.
-_CARRIED_SETTINGS = (
+CARRIED_SETTINGS = (
     "type",
     "enable_tax",
     "rate_limit_per_minute",
@@ -90,7 +90,7 @@ async def promote(
         name=test.name,
         mode="live",
         promoted_from_id=test.id,
-        **{name: getattr(test, name) for name in _CARRIED_SETTINGS},
+        **{name: getattr(test, name) for name in CARRIED_SETTINGS},
     )
     copied = await copy_catalog(session, test.id, live.project)
     return Promotion(live, copied)

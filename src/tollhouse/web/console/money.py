@@ -1,0 +1,112 @@
+"""Money: Stripe Connect per mode (the OAuth round trip starts at the Developer API and lands
+back here), the platform's live totals; per project MRR, subscriptions, orders, low stock and
+the Stripe events received. The figures are the Platform API dashboard's, computed once in
+`platform_api/dashboard.py`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict
+
+from tollhouse.billing import cart
+from tollhouse.billing.stripe.client import StripeDep
+from tollhouse.console import stripe as api
+from tollhouse.identity.caller import Caller, CallerKind
+from tollhouse.kit.errors import TollhouseError
+from tollhouse.platform_api import dashboard
+from tollhouse.tenancy.models import Project
+from tollhouse.web.console.common import (
+    PAGE_SIZE,
+    ConsolePage,
+    ConsolePageDep,
+    Paging,
+    offset_of,
+    project_of,
+    refusal,
+    show,
+    show_project,
+)
+from tollhouse.web.forms import parse_form
+
+router = APIRouter(include_in_schema=False)
+
+
+class DisconnectForm(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    mode: Literal["test", "live"]
+
+
+def _platform_caller(page: ConsolePage, project_id: str = "") -> Caller:
+    """The dashboard's figures are asked for as the project's backend would ask for them."""
+    return Caller(CallerKind.SECRET_KEY, project_id, platform_id=page.console.platform_id)
+
+
+async def _money_page(
+    page: ConsolePage, stripe: StripeDep, *, status: int = 200, **context: Any
+) -> HTMLResponse:
+    connections = await api.connect_status(page.console, stripe)
+    totals = await dashboard.totals(page.console.session, _platform_caller(page))
+    connected = page.request.query_params.get("stripe") == "connected"
+    context.setdefault("notice", "Stripe is connected." if connected else None)
+    return show(
+        page.request,
+        "money",
+        status=status,
+        me=page,
+        modes=connections["modes"],
+        totals=totals["totals"],
+        **context,
+    )
+
+
+@router.get("/console/money")
+async def money_page(page: ConsolePageDep, stripe: StripeDep) -> HTMLResponse:
+    return await _money_page(page, stripe)
+
+
+@router.post("/console/money/disconnect")
+async def disconnect(page: ConsolePageDep, stripe: StripeDep) -> HTMLResponse:
+    try:
+        form = await parse_form(page.request, DisconnectForm)
+        await api.connect_remove(form.mode, page.console)
+    except TollhouseError as exc:
+        return await _money_page(page, stripe, **await refusal(page, exc))
+    return await _money_page(page, stripe, notice=f"Stripe {form.mode} disconnected.")
+
+
+async def _project_money(page: ConsolePage, project: Project) -> HTMLResponse:
+    figures = await dashboard.dashboard(page.console.session, _platform_caller(page, project.id))
+    offset = offset_of(page.request)
+    orders = await cart.orders_of_project(
+        page.console.session, project.id, limit=PAGE_SIZE, offset=offset
+    )
+    sales_count = figures["metrics"]["storeSalesCount"]
+    subscribed = [c for c in figures["customers"] if c["status"] != "none"]
+    low_stock = [
+        tier
+        for tier in figures["tiers"]
+        if tier.get("inventory") is not None and 0 < tier["inventory"] <= dashboard.LOW_STOCK
+    ]
+    return await show_project(
+        page,
+        project,
+        "project_money",
+        metrics=figures["metrics"],
+        subscriptions=subscribed,
+        orders=orders,
+        # Orders are read a page at a time: "older" is offered while a page comes back full.
+        orders_page=Paging(page.request, offset, PAGE_SIZE, offset + len(orders)),
+        more_orders=len(orders) == PAGE_SIZE,
+        low_stock=low_stock,
+        events=figures["webhook"]["recent"],
+        sales_count=sales_count,
+    )
+
+
+@router.get("/console/projects/{project_id}/money")
+async def project_money(project_id: str, page: ConsolePageDep) -> HTMLResponse:
+    return await _project_money(page, await project_of(page, project_id))
