@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import uvicorn
@@ -37,6 +38,7 @@ from tollhouse.app import create_app
 from tollhouse.config import ConfigError
 from tollhouse.kit import proxy_paths
 from tollhouse.kit.forwarding import Upstream, UpstreamConfig, UpstreamUnavailable, prepare
+from tollhouse.kit.ssrf import PublicOnlyConnector, PublicOnlyResolver
 from tollhouse.upstreams import platform
 from tollhouse.upstreams.models import UpstreamRoute
 from upstream_app import CLOCKCHAIN_KEY, MB
@@ -500,14 +502,19 @@ async def test_gw_registration_refuses_private_urls(served: Served, upstream_url
 async def test_only_idempotent_methods_are_retried(method: str, attempts: int) -> None:
     """A refused connection is tried again for GET/HEAD/OPTIONS only: a write is never sent
     twice (the original retried writes)."""
+    port = free_port()  # nothing listens there: every connection is refused
     sent: list[str] = []
 
-    def refuse(request: httpx.Request) -> httpx.Response:
-        sent.append(request.method)
-        raise httpx.ConnectError("refused", request=request)
+    async def resolve(host: str, _port: int) -> list[str]:
+        sent.append(method)  # asked once per connection attempt (aiohttp's DNS cache is off)
+        return ["127.0.0.1"]
+
+    def connector(**options: Any) -> aiohttp.TCPConnector:
+        resolver = PublicOnlyResolver(resolve=resolve, is_public=lambda _address: True)
+        return PublicOnlyConnector(resolver=resolver, **options)
 
     upstream = Upstream(
-        UpstreamConfig("flaky", "http://flaky.internal"), transport=httpx.MockTransport(refuse)
+        UpstreamConfig("flaky", f"http://flaky.internal:{port}"), connector=connector
     )
     scope = {
         "type": "http",
