@@ -279,6 +279,29 @@ async def test_a_50_mb_body_streams_with_flat_memory(served: Served) -> None:
     assert growth_mb < 20, f"peak RSS grew by {growth_mb:.1f} MB"
 
 
+async def test_a_50_mb_upload_streams_through_with_flat_memory(serve: Serve) -> None:
+    """A write larger than the engine buffers goes upstream chunk by chunk, its length kept
+    (the body limit raised for it: 1 MiB by default)."""
+    served = await serve(max_body_bytes=64 * MB)
+
+    async def body() -> AsyncIterator[bytes]:
+        chunk = b"y" * MB
+        for _ in range(50):
+            yield chunk
+
+    _reset_peak_rss()
+    before = _peak_rss_kb()
+    response = await served.http.post(
+        "/api/v1/upstreams/svc/upload",
+        content=body(),
+        headers={**SERVICE, "Content-Length": str(50 * MB)},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": 50 * MB, "framing": "content-length"}
+    growth_mb = (_peak_rss_kb() - before) / 1024
+    assert growth_mb < 20, f"peak RSS grew by {growth_mb:.1f} MB"
+
+
 # --- the clockchain ----------------------------------------------------------------------------
 
 
