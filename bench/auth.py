@@ -49,7 +49,7 @@ BENCH_EXTERNAL_ID = "bench-user-1"
 ISSUER = "https://bench-issuer.local"
 AUDIENCE = "bench-api"
 JWKS_KID = "bench-1"
-STARTUP_TIMEOUT_SECONDS = 30.0
+STARTUP_TIMEOUT_SECONDS = 90.0  # importing Tollhouse took ~30 s on a loaded shared machine
 LOAD_GENERATORS = {
     "raw": "asyncio streams on uvloop, hand-rolled HTTP/1.1 GET",
     "httpx": "asyncio + httpx.AsyncClient",

@@ -12,7 +12,7 @@ forward), in one run, from the same load generator.
    proxy's CPU per request (its CPU share / its requests/s) and Tollhouse's as a multiple.
 
 Run `.venv/bin/python bench/proxy.py` (flags: --duration, --rate-duration, --concurrency,
---rate). The upstream is a tiny Starlette app (`upstream` below) under uvicorn in its own
+--rate). The upstream is a tiny Starlette app (`reference_apps.upstream`) under uvicorn in its own
 process; Tollhouse is bench/auth.py's `tollhouse serve --workers 1` on SQLite in a temp dir
 (development mode, so a loopback upstream URL is allowed); the route is registered through
 the same service call the Developer API makes. Exit status 0 all targets pass, 1 one fails,
@@ -40,20 +40,16 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 import auth
 import references
 from platform_api import _end_user_headers, _make_project
+from reference_apps import PING_PATH
 from tollhouse.config import load_settings
 from tollhouse.db.engine import Database
 from tollhouse.tenancy.models import Project
 from tollhouse.upstreams import platform
 
-PING_PATH = "/ping"
 PREFIX = "up"
 TARGET_ADDED_P50_MS = 2.0
 TARGET_ADDED_P99_MS = 10.0
@@ -64,13 +60,6 @@ RATE_CONNECTIONS = 32  # the open-loop pool; more are opened if all are busy
 # --- the upstream -----------------------------------------------------------------------------
 
 
-async def _ping(_request: Request) -> Response:
-    return JSONResponse({"pong": True, "service": "bench-upstream"})
-
-
-upstream = Starlette(routes=[Route(PING_PATH, _ping)])
-
-
 @dataclass(frozen=True, slots=True)
 class Upstream:
     base_url: str
@@ -79,11 +68,12 @@ class Upstream:
 
 @contextmanager
 def upstream_server(data_dir: Path) -> Iterator[Upstream]:
-    """`uvicorn proxy:upstream` on a free loopback port, one worker, no access log."""
+    """`uvicorn reference_apps:upstream` on a free loopback port, one worker, no access log."""
     port = auth._free_port()
     log_path = data_dir / "upstream.log"
     command = [
-        sys.executable, "-m", "uvicorn", "proxy:upstream", "--app-dir", str(Path(__file__).parent),
+        sys.executable, "-m", "uvicorn", "reference_apps:upstream",
+        "--app-dir", str(Path(__file__).parent),
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     with log_path.open("wb") as log:

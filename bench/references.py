@@ -4,8 +4,8 @@
   connections to the upstream — the floor a gateway is compared with. Skipped (None) when
   nginx is not installed (`apt-get install -y nginx`).
 - `aiohttp_forwarder`: a bare Starlette app forwarding every GET with one shared aiohttp
-  session, under uvicorn with one worker — what Python plus the same client costs before any
-  of Tollhouse's own work (auth, metering, rules).
+  session (`reference_apps.forwarder`), under uvicorn with one worker — what Python plus the
+  same client costs before any of Tollhouse's own work (auth, metering, rules).
 """
 
 from __future__ import annotations
@@ -15,21 +15,15 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import httpx
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 import auth
-
-UPSTREAM_ENV = "BENCH_UPSTREAM_URL"
+from reference_apps import UPSTREAM_ENV
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,27 +31,6 @@ class Reference:
     label: str
     base_url: str
     pid: int
-
-
-# --- the bare forwarder (runs in its own uvicorn process) -------------------------------------
-
-
-@asynccontextmanager
-async def _session(app: Starlette) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(os.environ[UPSTREAM_ENV]) as session:
-        app.state.session = session
-        yield
-
-
-async def _forward(request: Request) -> Response:
-    session: aiohttp.ClientSession = request.app.state.session
-    async with session.get(request.url.path) as upstream:
-        body = await upstream.read()
-        media_type = upstream.headers.get("content-type")
-    return Response(body, status_code=upstream.status, media_type=media_type)
-
-
-forwarder = Starlette(routes=[Route("/{path:path}", _forward)], lifespan=_session)
 
 
 # --- starting them ----------------------------------------------------------------------------
@@ -99,7 +72,7 @@ def _running(
 def aiohttp_forwarder(data_dir: Path, upstream_url: str, probe: str) -> Iterator[Reference]:
     port = auth._free_port()
     command = [
-        sys.executable, "-m", "uvicorn", "references:forwarder",
+        sys.executable, "-m", "uvicorn", "reference_apps:forwarder",
         "--app-dir", str(Path(__file__).parent), "--host", "127.0.0.1", "--port", str(port),
         "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
