@@ -7,9 +7,12 @@ forward), in one run, from the same load generator.
 2. Added latency at a fixed rate (open loop, --rate requests/s scheduled at fixed intervals;
    latency counted from the scheduled send time, so a stall is not hidden): through-Tollhouse
    minus direct at p50 and p99 (targets: <= 2 ms and <= 10 ms at 200 requests/s).
+3. For scale, in the same run and closed loop: nginx (one process, plain reverse proxy) and a
+   bare Starlette + aiohttp forwarder (`references.py`) in front of the same upstream; each
+   proxy's CPU per request (its CPU share / its requests/s) and Tollhouse's as a multiple.
 
 Run `.venv/bin/python bench/proxy.py` (flags: --duration, --rate-duration, --concurrency,
---rate). The upstream is a tiny Starlette app (`upstream` below) under uvicorn in its own
+--rate). The upstream is a tiny Starlette app (`reference_apps.upstream`) under uvicorn in its own
 process; Tollhouse is bench/auth.py's `tollhouse serve --workers 1` on SQLite in a temp dir
 (development mode, so a loopback upstream URL is allowed); the route is registered through
 the same service call the Developer API makes. Exit status 0 all targets pass, 1 one fails,
@@ -37,19 +40,16 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 import auth
+import references
 from platform_api import _end_user_headers, _make_project
+from reference_apps import PING_PATH
 from tollhouse.config import load_settings
 from tollhouse.db.engine import Database
 from tollhouse.tenancy.models import Project
 from tollhouse.upstreams import platform
 
-PING_PATH = "/ping"
 PREFIX = "up"
 TARGET_ADDED_P50_MS = 2.0
 TARGET_ADDED_P99_MS = 10.0
@@ -60,13 +60,6 @@ RATE_CONNECTIONS = 32  # the open-loop pool; more are opened if all are busy
 # --- the upstream -----------------------------------------------------------------------------
 
 
-async def _ping(_request: Request) -> Response:
-    return JSONResponse({"pong": True, "service": "bench-upstream"})
-
-
-upstream = Starlette(routes=[Route(PING_PATH, _ping)])
-
-
 @dataclass(frozen=True, slots=True)
 class Upstream:
     base_url: str
@@ -75,11 +68,12 @@ class Upstream:
 
 @contextmanager
 def upstream_server(data_dir: Path) -> Iterator[Upstream]:
-    """`uvicorn proxy:upstream` on a free loopback port, one worker, no access log."""
+    """`uvicorn reference_apps:upstream` on a free loopback port, one worker, no access log."""
     port = auth._free_port()
     log_path = data_dir / "upstream.log"
     command = [
-        sys.executable, "-m", "uvicorn", "proxy:upstream", "--app-dir", str(Path(__file__).parent),
+        sys.executable, "-m", "uvicorn", "reference_apps:upstream",
+        "--app-dir", str(Path(__file__).parent),
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     with log_path.open("wb") as log:
@@ -88,18 +82,7 @@ def upstream_server(data_dir: Path) -> Iterator[Upstream]:
         )
         try:
             base_url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + auth.STARTUP_TIMEOUT_SECONDS
-            while True:
-                if process.poll() is not None:
-                    raise auth.BenchError(f"the upstream exited:\n{auth._tail(log_path)}")
-                try:
-                    if httpx.get(base_url + PING_PATH, timeout=1.0).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise auth.BenchError(f"the upstream did not start:\n{auth._tail(log_path)}")
-                time.sleep(0.1)
+            references.wait_for(base_url + PING_PATH, process, log_path, "the upstream")
             yield Upstream(base_url, process.pid)
         finally:
             auth._stop(process)
@@ -138,9 +121,15 @@ class Run:
 
     mode: str  # "max" or "rate"
     result: auth.LoadResult
-    tollhouse_cpu: float | None
+    proxy_cpu: float | None  # Tollhouse's or a reference proxy's; None for the direct rows
     upstream_cpu: float | None
     sent_rps: float = math.nan
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """The proxy's CPU per request answered, in ms (NaN for the direct rows)."""
+        rps = self.result.rps
+        return math.nan if self.proxy_cpu is None or not rps else 1000 * self.proxy_cpu / rps
 
 
 async def _closed_loop(
@@ -236,7 +225,6 @@ def run_load(
     spec: auth.LoadSpec,
     target: auth.Target,
     rate: float | None,
-    tollhouse_pid: int,
     upstream_pid: int,
 ) -> Run:
     """Load-process entry: closed loop when rate is None, else open loop at `rate`."""
@@ -247,8 +235,8 @@ def run_load(
             sent = math.nan
         else:
             result, up_cpu, sent = runner.run(_open_loop(spec, target, rate, upstream_pid))
-    th_cpu = result.server_cpu if spec.server_pid == tollhouse_pid else None
-    return Run("max" if rate is None else "rate", result, th_cpu, up_cpu, sent)
+    proxy_cpu = result.server_cpu if spec.server_pid != upstream_pid else None
+    return Run("max" if rate is None else "rate", result, proxy_cpu, up_cpu, sent)
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -273,12 +261,12 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> tuple[Table, list[
     ok_p50 = added_p50 <= TARGET_ADDED_P50_MS and not rate_proxy.errors
     ok_p99 = added_p99 <= TARGET_ADDED_P99_MS and not rate_proxy.errors
     table = Table(
-        "load", "path", "requests/s", "p50 ms", "p99 ms", "errors", "Tollhouse CPU",
-        "upstream CPU",
+        "load", "path", "requests/s", "p50 ms", "p99 ms", "errors", "proxy CPU",
+        "proxy CPU/req ms", "upstream CPU",
         title=f"GET {PING_PATH}: straight to the upstream vs through /gw/…/{PREFIX}{PING_PATH}",
         caption_justify="left",
     )  # fmt: skip
-    for name, run in runs.items():
+    for run in runs.values():
         r = run.result
         load = (
             f"closed, {args.concurrency} conn"
@@ -287,12 +275,13 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> tuple[Table, list[
         )
         table.add_row(
             load,
-            "direct" if "direct" in name else "Tollhouse",
+            r.label,
             f"{r.rps:,.0f}",
             f"{r.p50_ms:.2f}",
             f"{r.p99_ms:.2f}",
             str(r.errors),
-            _pct(run.tollhouse_cpu),
+            _pct(run.proxy_cpu),
+            "" if math.isnan(run.cpu_ms_per_request) else f"{run.cpu_ms_per_request:.3f}",
             _pct(run.upstream_cpu),
             style="bold red" if r.errors else None,
         )
@@ -307,12 +296,32 @@ def report(runs: dict[str, Run], args: argparse.Namespace) -> tuple[Table, list[
         f"GETs on uvloop; closed rows {args.duration:g} s, open rows {args.rate_duration:g} s, "
         f"each after {auth.WARMUP_SECONDS:g} s warm-up; CPU = share of one core in the window",
     ]
+    lines += _reference_lines(runs)
     lines += [
         f"ERRORS in {name}: {run.result.errors}, first: {run.result.first_error}"
         for name, run in runs.items()
         if run.result.errors
     ]
     return table, lines, ok_max and ok_p50 and ok_p99 and not errors
+
+
+def _reference_lines(runs: dict[str, Run]) -> list[str]:
+    """Tollhouse against each reference measured in this run (same-run ratios)."""
+    tollhouse = runs["max proxy"]
+    lines = []
+    for name in ("max nginx", "max aiohttp"):
+        reference = runs.get(name)
+        if reference is None:
+            lines.append(f"{name.removeprefix('max ')}: not measured (not installed)")
+            continue
+        cpu = tollhouse.cpu_ms_per_request / reference.cpu_ms_per_request
+        rps = tollhouse.result.rps / reference.result.rps if reference.result.rps else math.nan
+        lines.append(
+            f"Tollhouse vs {reference.result.label}: {rps:.2f}x the requests/s, "
+            f"{cpu:.1f}x the CPU per request ({tollhouse.cpu_ms_per_request:.3f} vs "
+            f"{reference.cpu_ms_per_request:.3f} ms)"
+        )
+    return lines
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -324,6 +333,8 @@ def run(args: argparse.Namespace, out: Console) -> bool:
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tollhouse-bench-")))
         url = f"sqlite+aiosqlite:///{data_dir / 'tollhouse.db'}"
         up = stack.enter_context(upstream_server(data_dir))
+        nginx = stack.enter_context(references.nginx_proxy(data_dir, up.base_url, PING_PATH))
+        bare = stack.enter_context(references.aiohttp_forwarder(data_dir, up.base_url, PING_PATH))
         server = stack.enter_context(auth.tollhouse_server(data_dir, issuer))
         secret = asyncio.run(_make_project(data_dir, url))
         project_id = asyncio.run(_register_route(data_dir, url, up.base_url))
@@ -345,6 +356,18 @@ def run(args: argparse.Namespace, out: Console) -> bool:
         plan = [
             ("max direct", up.base_url, up.pid, direct, None, args.duration),
             ("max proxy", server.base_url, server.pid, proxied, None, args.duration),
+            *[
+                (
+                    f"max {key}",
+                    ref.base_url,
+                    ref.pid,
+                    auth.Target(ref.label, PING_PATH),
+                    None,
+                    args.duration,
+                )
+                for key, ref in (("nginx", nginx), ("aiohttp", bare))
+                if ref is not None
+            ],
             ("rate direct", up.base_url, up.pid, direct, args.rate, args.rate_duration),
             ("rate proxy", server.base_url, server.pid, proxied, args.rate, args.rate_duration),
         ]
@@ -353,7 +376,7 @@ def run(args: argparse.Namespace, out: Console) -> bool:
             for name, base_url, pid, target, rate, duration in plan:
                 spinner.update(f"measuring {name}")
                 spec = auth.LoadSpec(base_url, duration, args.concurrency, "raw", pid)
-                runs[name] = pool.submit(run_load, spec, target, rate, server.pid, up.pid).result()
+                runs[name] = pool.submit(run_load, spec, target, rate, up.pid).result()
     table, lines, passed = report(runs, args)
     table.caption = "\n".join(lines)
     out.print(table)

@@ -1,23 +1,27 @@
 """Gateway billing in both topologies: in-process, and a gateway forwarding to a billing app.
 
-The two apps share the database and talk through `httpx.ASGITransport`: the gateway's
-/api/v1/billing/* → billing's /internal/billing/*, billing's grants and take-backs → the
-gateway's /internal/credits/*. Every check runs against the gateway's public API.
+The two apps share the database: the gateway's /api/v1/billing/* → billing's
+/internal/billing/* over a real socket (billing under uvicorn on loopback), billing's grants
+and take-backs → the gateway's /internal/credits/* through `httpx.ASGITransport`. Every check
+runs against the gateway's public API.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 
 from apple_pki import notification, transaction
 from conftest import make_settings
-from support import ClientFactory, assert_error, resolve
+from support import ClientFactory, assert_error, free_port, resolve
 from test_billing_apple import (
     BILLING_KEY,
     PKI,
@@ -32,7 +36,6 @@ from test_billing_apple import (
 from tollhouse.app import create_app
 
 pytestmark = pytest.mark.anyio
-BILLING_URL = "http://billing.internal"
 GATEWAY_URL = "http://gateway.internal"
 
 
@@ -46,27 +49,48 @@ class _Peer(httpx.AsyncBaseTransport):
         return await httpx.ASGITransport(app=self.app).handle_async_request(request)
 
 
-async def _split(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    to_billing, to_gateway = _Peer(), _Peer()
-    gateway = create_app(
-        make_settings(database_url, tmp_path, billing_service_url=BILLING_URL, **apple_settings()),
-        "gateway",
-        peer_transport=to_billing,
+@contextlib.asynccontextmanager
+async def _listening(app: FastAPI) -> AsyncIterator[str]:
+    """`app` under uvicorn on a loopback port, in the test's event loop (lifespan included)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the billing app did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _split(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway forwards to the billing app over a real socket (the forwarding engine's
+    client); billing's grants reach the gateway in process."""
+    to_gateway = _Peer()
     billing = create_app(
         make_settings(database_url, tmp_path, gateway_internal_url=GATEWAY_URL, **apple_settings()),
         "billing",
         peer_transport=to_gateway,
     )
-    to_billing.app, to_gateway.app = billing, gateway
-    async with (
-        gateway.router.lifespan_context(gateway),
-        billing.router.lifespan_context(billing),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=gateway), base_url="http://tollhouse.test"
-        ) as client,
-    ):
-        yield client
+    async with _listening(billing) as billing_url:
+        gateway = create_app(
+            make_settings(
+                database_url, tmp_path, billing_service_url=billing_url, **apple_settings()
+            ),
+            "gateway",
+        )
+        to_gateway.app = gateway
+        async with (
+            gateway.router.lifespan_context(gateway),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=gateway), base_url="http://tollhouse.test"
+            ) as client,
+        ):
+            yield client
 
 
 @pytest.fixture(params=["in_process", "split"])
@@ -148,7 +172,8 @@ def _billing_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
     proxy = getattr(app.state, "billing_proxy", None)
     if proxy is None:
         return client
-    return httpx.AsyncClient(transport=proxy.upstream.client._transport, base_url=BILLING_URL)
+    billing_url = proxy.upstream.config.base_url.removesuffix("/internal/billing")
+    return httpx.AsyncClient(base_url=billing_url)
 
 
 async def test_the_gateway_says_when_the_billing_service_is_down(

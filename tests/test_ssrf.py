@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import httpcore
 import httpx
@@ -19,15 +20,22 @@ import pytest
 from cryptography import x509
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from callback_receiver import Receiver, self_signed
 from support import in_thread
 from tollhouse.generation import callbacks
 from tollhouse.generation.callbacks import CallbackSender
-from tollhouse.kit.forwarding import Timeouts
-from tollhouse.kit.ssrf import PublicOnlyBackend, check_public_url, public_only_transport
+from tollhouse.kit.forwarding import Timeouts, Upstream, UpstreamUnavailable, prepare
+from tollhouse.kit.ssrf import (
+    PublicOnlyBackend,
+    PublicOnlyConnector,
+    PublicOnlyResolver,
+    check_public_url,
+    public_only_connector,
+    public_only_transport,
+)
 from tollhouse.upstreams.context import UpstreamContext, UpstreamPool
 
 pytestmark = pytest.mark.anyio
@@ -248,13 +256,33 @@ async def test_callback_sender_allowing_private_still_delivers(
     assert len(receiver.seen) == 1
 
 
-async def _closed(client: httpx.AsyncClient, within: float = 20.0) -> bool:
-    """Whether `client` is closed within `within` seconds (it is closed in the background)."""
+async def _closed(upstream: Upstream, within: float = 20.0) -> bool:
+    """Whether `upstream` is closed within `within` seconds (it is closed in the background)."""
     for _ in range(int(within / 0.01)):
-        if client.is_closed:
+        if upstream.closed:
             return True
         await asyncio.sleep(0.01)
-    return client.is_closed
+    return upstream.closed
+
+
+def _get(path: str) -> Request:
+    """A caller's GET as the forwarding engine receives it."""
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"tollhouse.test")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("tollhouse.test", 80),
+        "scheme": "http",
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return Request(scope, receive)
 
 
 async def test_developer_origins_are_bounded_least_recently_used_first() -> None:
@@ -265,29 +293,30 @@ async def test_developer_origins_are_bounded_least_recently_used_first() -> None
         b = context.platform.for_origin("https://b.example/y")
         assert context.platform.for_origin("https://a.example/z") is a  # a is now most recent
         c = context.platform.for_origin("https://c.example/")
-        assert await _closed(b.client)
-        assert not a.client.is_closed
-        assert not c.client.is_closed
+        assert await _closed(b)
+        assert not a.closed
+        assert not c.closed
         d = context.platform.for_origin("https://d.example/")
-        assert await _closed(a.client)
+        assert await _closed(a)
         assert context.platform.for_origin("https://a.example/") is not a
-        assert await _closed(c.client)
-        assert not d.client.is_closed
+        assert await _closed(c)
+        assert not d.closed
     finally:
         await context.close()
-    assert d.client.is_closed
+    assert d.closed
 
 
 async def test_an_evicted_origin_closes_only_after_its_responses(plain: Recorder) -> None:
     pool = UpstreamPool(Timeouts(), allow_private=True, max_origins=1, grace_seconds=0)
     try:
         first = pool.for_origin(plain.url)
-        response = await first.client.send(first.client.build_request("GET", "/s"), stream=True)
-        pool.for_origin("https://other.example/")  # evicts `first` while its response is open
-        assert not await _closed(first.client, within=0.2)
-        await response.aread()
-        await response.aclose()
-        assert await _closed(first.client)
+        request = _get("/s")
+        response = await first.forward(request, prepare(request, "/s"))
+        assert isinstance(response, StreamingResponse)
+        pool.for_origin("https://other.example/")  # evicts `first` while its answer is open
+        assert not await _closed(first, within=0.2)
+        assert [chunk async for chunk in response.body_iterator] == [b"ok"]
+        assert await _closed(first)
     finally:
         await pool.close()
     assert plain.seen == ["GET /s"]
@@ -297,8 +326,68 @@ async def test_developer_upstreams_are_pinned_unless_private_is_allowed(plain: R
     guarded = UpstreamPool(Timeouts())
     try:
         upstream = guarded.for_origin(plain.url)
-        with pytest.raises(httpx.ConnectError, match="not a public address"):
-            await upstream.client.get("/hit")
+        with pytest.raises(aiohttp.ClientConnectorError, match="not a public address"):
+            await upstream.session.get(f"{plain.url}/hit")
+        request = _get("/hit")
+        with pytest.raises(UpstreamUnavailable):
+            await upstream.forward(request, prepare(request, "/hit"))
     finally:
         await guarded.close()
     assert plain.seen == []
+
+
+# --- the forwarding engine's connector (aiohttp) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host", ["localhost", "10.0.0.1", "169.254.169.254", "[::1]", "[::ffff:127.0.0.1]"]
+)
+async def test_the_engine_refuses_private_addresses_at_connect(plain: Recorder, host: str) -> None:
+    async with aiohttp.ClientSession(connector=public_only_connector()) as session:
+        with pytest.raises(aiohttp.ClientConnectorError, match="not a public address"):
+            await session.get(f"http://{host}:{plain.port}/hit")
+    assert plain.seen == []
+
+
+async def test_the_engine_refuses_dns_rebinding_at_every_connect(plain: Recorder) -> None:
+    """The first connection reaches the public answer; the name then rebinds to a private
+    address: the next connection is refused, never reaching the local server."""
+    resolve = Resolver({"rebind.test": [["127.0.0.1"], ["10.0.0.7"]]})
+    resolver = PublicOnlyResolver(resolve=resolve, is_public=_loopback_is_public)
+    connector = PublicOnlyConnector(resolver=resolver, use_dns_cache=False, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(f"http://rebind.test:{plain.port}/first") as first:
+            assert first.status == 200
+        with pytest.raises(aiohttp.ClientConnectorError, match=r"10\.0\.0\.7 is not a public"):
+            await session.get(f"http://rebind.test:{plain.port}/second")
+    assert resolve.asked == ["rebind.test", "rebind.test"]
+    assert plain.seen == ["GET /first"]
+
+
+async def test_the_engine_verifies_tls_by_name_on_the_pinned_address(
+    tls_server: Recorder, named_tls: tuple[Path, Path]
+) -> None:
+    """callback.test → 127.0.0.1 (treated as public here): the connection goes to the checked
+    address and TLS verifies the certificate, issued for callback.test only, by name."""
+    resolve = Resolver({"callback.test": [["127.0.0.1"]]})
+    resolver = PublicOnlyResolver(resolve=resolve, is_public=_loopback_is_public)
+    trust = ssl.create_default_context(cafile=str(named_tls[0]))
+    connector = PublicOnlyConnector(resolver=resolver, ssl=trust)
+    tls_server.seen.clear()
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(f"https://callback.test:{tls_server.port}/hook") as response:
+            # callback.test exists only in the scripted resolver: reached through its answer.
+            assert response.status == 200
+            assert await response.text() == "ok"
+        # The certificate holds no IP address: by address (treated as public) it fails.
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await session.get(f"https://127.0.0.1:{tls_server.port}/hook")
+    assert resolve.asked == ["callback.test"]
+    assert tls_server.seen == ["POST /hook"]
+
+
+def test_the_connector_still_resolves_through_the_overridden_method() -> None:
+    """`PublicOnlyConnector` checks IP literals in aiohttp's private `_resolve_host`: fails if
+    aiohttp stops resolving there."""
+    assert "_resolve_host" in vars(aiohttp.TCPConnector)
+    assert "_resolve_host" in vars(PublicOnlyConnector)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import uvicorn
@@ -41,6 +42,7 @@ from tollhouse.app import create_app
 from tollhouse.config import ConfigError
 from tollhouse.kit import proxy_paths
 from tollhouse.kit.forwarding import Upstream, UpstreamConfig, UpstreamUnavailable, prepare
+from tollhouse.kit.ssrf import PublicOnlyConnector, PublicOnlyResolver
 from tollhouse.upstreams import platform
 from tollhouse.upstreams.models import UpstreamRoute
 from upstream_app import CLOCKCHAIN_KEY, MB
@@ -280,6 +282,29 @@ async def test_a_50_mb_body_streams_with_flat_memory(served: Served) -> None:
         async for chunk in response.aiter_raw():
             received += len(chunk)
     assert received == 50 * MB
+    growth_mb = (_peak_rss_kb() - before) / 1024
+    assert growth_mb < 20, f"peak RSS grew by {growth_mb:.1f} MB"
+
+
+async def test_a_50_mb_upload_streams_through_with_flat_memory(serve: Serve) -> None:
+    """A write larger than the engine buffers goes upstream chunk by chunk, its length kept
+    (the body limit raised for it: 1 MiB by default)."""
+    served = await serve(max_body_bytes=64 * MB)
+
+    async def body() -> AsyncIterator[bytes]:
+        chunk = b"y" * MB
+        for _ in range(50):
+            yield chunk
+
+    _reset_peak_rss()
+    before = _peak_rss_kb()
+    response = await served.http.post(
+        "/api/v1/upstreams/svc/upload",
+        content=body(),
+        headers={**SERVICE, "Content-Length": str(50 * MB)},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": 50 * MB, "framing": "content-length"}
     growth_mb = (_peak_rss_kb() - before) / 1024
     assert growth_mb < 20, f"peak RSS grew by {growth_mb:.1f} MB"
 
@@ -547,14 +572,19 @@ async def test_gw_registration_refuses_private_urls(served: Served, upstream_url
 async def test_only_idempotent_methods_are_retried(method: str, attempts: int) -> None:
     """A refused connection is tried again for GET/HEAD/OPTIONS only: a write is never sent
     twice (the original retried writes)."""
+    port = free_port()  # nothing listens there: every connection is refused
     sent: list[str] = []
 
-    def refuse(request: httpx.Request) -> httpx.Response:
-        sent.append(request.method)
-        raise httpx.ConnectError("refused", request=request)
+    async def resolve(host: str, _port: int) -> list[str]:
+        sent.append(method)  # asked once per connection attempt (aiohttp's DNS cache is off)
+        return ["127.0.0.1"]
+
+    def connector(**options: Any) -> aiohttp.TCPConnector:
+        resolver = PublicOnlyResolver(resolve=resolve, is_public=lambda _address: True)
+        return PublicOnlyConnector(resolver=resolver, **options)
 
     upstream = Upstream(
-        UpstreamConfig("flaky", "http://flaky.internal"), transport=httpx.MockTransport(refuse)
+        UpstreamConfig("flaky", f"http://flaky.internal:{port}"), connector=connector
     )
     scope = {
         "type": "http",

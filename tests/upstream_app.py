@@ -27,6 +27,15 @@ async def fast(_request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+async def upload(request: Request) -> Response:
+    """Counts a body as it streams in (never held whole) and how it was framed."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+    framing = "content-length" if "content-length" in request.headers else "chunked"
+    return JSONResponse({"received": size, "framing": framing})
+
+
 async def echo(request: Request) -> Response:
     """Records exactly what arrived: method, path, query, every header, the body."""
     body = await request.body()
@@ -201,6 +210,7 @@ app = Starlette(
         Route("/sse", sse),
         Route("/sse/release", sse_release, methods=["POST"]),
         Route("/big", big),
+        Route("/upload", upload, methods=["POST"]),
         Route("/drop", drop),
         Route("/health", health),
         Route("/api/v1/search", search),

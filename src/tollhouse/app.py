@@ -86,7 +86,7 @@ def create_app(
     *,
     peer_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """`peer_transport` carries calls to the other process (billing ↔ gateway), for tests."""
+    """`peer_transport` carries billing's calls to the gateway's /internal/credits, for tests."""
     settings = settings or load_settings()
     sandbox = None
     if settings.stripe_sandbox:  # the local Stripe stand-in (development only)
@@ -144,7 +144,6 @@ def create_app(
                 settings.billing_service_url,
                 _billing_key(settings, "BILLING_SERVICE_URL"),
                 timeout=settings.billing_timeout_seconds,
-                transport=peer_transport,
             )
         generation = None
         if role != "billing":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import cast
 
-import httpx
 from fastapi import APIRouter, Request, Response
 
 from tollhouse.billing.gateway.routes import HomeUser
@@ -46,7 +45,6 @@ class BillingProxy:
         service_key: str,
         *,
         timeout: float,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         config = UpstreamConfig(
             name="billing",
@@ -54,7 +52,7 @@ class BillingProxy:
             inject_headers={"X-Service-Key": service_key},
             timeouts=Timeouts(connect=min(timeout, 5.0), read=timeout, total=timeout),
         )
-        self.upstream = Upstream(config, transport=transport)
+        self.upstream = Upstream(config)
 
     async def forward(self, request: Request, path: str, user: User | None) -> Response:
         identity = None if user is None else Identity(str(user.id), user.email)

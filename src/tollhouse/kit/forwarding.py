@@ -1,10 +1,13 @@
-"""The forwarding engine: one pooled HTTP/1.1 client per upstream, bodies streamed both ways.
+"""The forwarding engine: one pooled keep-alive HTTP/1.1 client (aiohttp) per upstream.
 
 `Upstream.forward(request, outgoing, ...)` sends a prepared request (`prepare`: the method, the
 normalised path, the query as sent and the cleaned headers) to `base_url + path` and answers
-with the upstream's own status, headers and body, streamed (`aiter_raw`: nothing is decoded or
+with the upstream's own status, headers and body, streamed as it arrives (nothing decoded or
 buffered), unless the route promises JSON, in which case the (small) body is read and checked
-— when the answer carries one: HEAD, 1xx, 204, 304 and redirects pass through bodiless.
+— when the answer carries one: HEAD, 1xx, 204, 304 and redirects pass through unchecked, and
+HEAD, 1xx, 204 and 304 answer at once, their connection back in the pool. The caller's body
+is read whole when small (`BUFFERED_BODY_BYTES`, and always for GET/HEAD/OPTIONS, which may be
+sent twice) and streamed through otherwise, so a 50 MB upload costs no more memory than 1 kB.
 
 The rules live beside it, free of any HTTP client: `proxy_paths` (the one normalised path, a
 redirect's `Location` mapped into our address space), `proxy_headers` (what is stripped,
@@ -24,15 +27,18 @@ paying for is the caller's rule, not the engine's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+import aiohttp
 import anyio
-import httpx
 import structlog
 from fastapi import Request, Response
+from multidict import CIMultiDict
 from starlette.responses import StreamingResponse
+from yarl import URL
 
 from tollhouse.kit import proxy_headers
 from tollhouse.kit.errors import ServiceUnavailable, TollhouseError
@@ -45,7 +51,14 @@ Settle = Callable[[int | None], Awaitable[None]]
 # Maps a redirect's Location into our address space: (location, upstream URL) → ours | None.
 LocationMap = Callable[[str, str], str | None]
 
+ConnectorFactory = Callable[..., aiohttp.BaseConnector]
+
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+# A write's body up to this size (by its Content-Length) is read and sent in one piece; a
+# larger one, or one of unknown length, streams through chunk by chunk (flat memory).
+BUFFERED_BODY_BYTES = 64 * 1024
+# aiohttp adds these unless told not to; the upstream gets only what the caller sent.
+_AUTO_HEADERS = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
 
 
 class UpstreamUnavailable(ServiceUnavailable):
@@ -139,30 +152,70 @@ class _Once:
 
 
 class Upstream:
-    """One upstream service and its pooled client."""
+    """One upstream service and its pooled aiohttp client (keep-alive, HTTP/1.1).
+
+    `connector` makes the connection pool: `kit/ssrf.py`'s `public_only_connector` for URLs a
+    developer sets (each new connection's addresses checked), aiohttp's own otherwise. The
+    client is made on first use (aiohttp needs a running event loop).
+    """
 
     def __init__(
-        self, config: UpstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        self, config: UpstreamConfig, *, connector: ConnectorFactory = aiohttp.TCPConnector
     ) -> None:
         self.config = config
-        t = config.timeouts
-        self.client = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/"),
-            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect),
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-                keepalive_expiry=30.0,
-            ),
-            http1=True,
-            http2=False,
-            follow_redirects=False,
-            trust_env=False,
-            transport=transport,
-        )
+        self._base = config.base_url.rstrip("/")
+        self._connector = connector
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        # Answers still being relayed: an evicted client closes only once they are done.
+        self._open = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled client, made on first use."""
+        if self._session is None:
+            if self._closed:
+                raise RuntimeError(f"The upstream {self.config.name} is closed.")
+            t = self.config.timeouts
+            connector = self._connector(
+                limit=self.config.max_connections,
+                limit_per_host=0,
+                keepalive_timeout=30.0,
+                use_dns_cache=False,  # every new connection resolves (and is checked) again
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # The pool wait counts as connecting; `total` bounds the wait for the headers.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read
+                ),
+                auto_decompress=False,
+                trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                # Only the caller's headers (cleaned) go upstream, none of aiohttp's defaults.
+                skip_auto_headers=_AUTO_HEADERS,
+            )
+        return self._session
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def wait_idle(self) -> None:
+        """Until no answer of this upstream is still being relayed."""
+        while self._open:
+            await self._idle.wait()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+
+    def url_of(self, outgoing: Outgoing) -> URL:
+        target = self._base + outgoing.path + (f"?{outgoing.query}" if outgoing.query else "")
+        return URL(target, encoded=True)  # already percent-encoded: sent as it is
 
     async def forward(
         self,
@@ -191,69 +244,98 @@ class Upstream:
         location: LocationMap | None,
     ) -> Response:
         method = outgoing.method
-        # GET/HEAD/OPTIONS may be sent twice, so their (normally empty) body is read once;
-        # every other body streams through unread.
-        content: bytes | AsyncIterator[bytes] = (
-            await request.body() if method in IDEMPOTENT else request.stream()
-        )
-        target = outgoing.path + (f"?{outgoing.query}" if outgoing.query else "")
-        built = self.client.build_request(method, target, headers=outgoing.headers, content=content)
-        upstream = await self._send(built, retry=method in IDEMPOTENT)
+        content = await _body(request, method)
+        url = self.url_of(outgoing)
+        upstream = await self._send(method, url, outgoing.headers, content)
+        self._open += 1
+        self._idle.clear()
         try:
-            sent_to = str(built.url)
+            sent_to = str(url)
             headers = proxy_headers.incoming(
-                upstream.headers.raw,
+                upstream.raw_headers,
                 location=None if location is None else lambda value: location(value, sent_to),
             )
-            if promises_json and carries_body(method, upstream.status_code):
+            if promises_json and carries_body(method, upstream.status):
                 return await self._json_response(upstream, headers, settle)
+            if method == "HEAD" or upstream.status < 200 or upstream.status in (204, 304):
+                # Nothing to stream: the connection goes back to the pool now.
+                upstream.release()
+                self._done()
+                await settle(upstream.status)
+                response = Response(status_code=upstream.status)
+                response.raw_headers = headers
+                return response
         except BaseException:
-            await upstream.aclose()
+            upstream.close()
+            self._done()
             raise
-        response = StreamingResponse(
-            self._relay(upstream, settle), status_code=upstream.status_code
-        )
+        response = StreamingResponse(self._relay(upstream, settle), status_code=upstream.status)
         response.raw_headers = headers
         return response
 
-    async def _send(self, outgoing: httpx.Request, *, retry: bool) -> httpx.Response:
-        attempts = 2 if retry else 1
+    def _done(self) -> None:
+        self._open -= 1
+        if self._open == 0:
+            self._idle.set()
+
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        headers: list[tuple[str, str]],
+        content: bytes | AsyncIterator[bytes],
+    ) -> aiohttp.ClientResponse:
+        # GET/HEAD/OPTIONS are retried once when the connection could not be made; a body
+        # streamed from the caller cannot be sent twice, and writes are never retried.
+        attempts = 2 if method in IDEMPOTENT and isinstance(content, bytes) else 1
         for attempt in range(attempts):
+            last = attempt + 1 == attempts
             try:
-                with anyio.fail_after(self.config.timeouts.total):
-                    return await self.client.send(outgoing, stream=True)
-            except (TimeoutError, httpx.TimeoutException) as exc:
-                if retry and attempt + 1 < attempts and isinstance(exc, httpx.ConnectTimeout):
+                async with asyncio.timeout(self.config.timeouts.total):
+                    return await self.session.request(
+                        method,
+                        url,
+                        headers=CIMultiDict(headers),
+                        data=content,
+                        allow_redirects=False,
+                        compress=None,
+                    )
+            except aiohttp.ConnectionTimeoutError as exc:
+                if not last:
                     continue
                 log.warning("upstream_timeout", upstream=self.config.name)
                 raise UpstreamTimeout() from exc
-            except httpx.ConnectError as exc:
-                if attempt + 1 < attempts:
+            except TimeoutError as exc:  # read timeouts and the total bound
+                log.warning("upstream_timeout", upstream=self.config.name)
+                raise UpstreamTimeout() from exc
+            except aiohttp.ClientConnectorError as exc:
+                if not last:
                     continue
-                log.warning("upstream_unavailable", upstream=self.config.name)
+                log.warning("upstream_unavailable", upstream=self.config.name, error=str(exc))
                 raise UpstreamUnavailable() from exc
-            except httpx.TransportError as exc:
+            except (aiohttp.ClientError, OSError) as exc:
                 log.warning("upstream_failed", upstream=self.config.name, error=type(exc).__name__)
                 raise UpstreamUnavailable(detail={"reason": type(exc).__name__}) from exc
         raise AssertionError("unreachable")
 
     async def _json_response(
-        self, upstream: httpx.Response, headers: list[tuple[bytes, bytes]], settle: Settle
+        self, upstream: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]], settle: Settle
     ) -> Response:
         try:
-            body = await upstream.aread()
-        except httpx.TimeoutException as exc:
+            body = await upstream.read()
+        except TimeoutError as exc:
             raise UpstreamTimeout() from exc
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnavailable(detail={"reason": type(exc).__name__}) from exc
         finally:
-            await upstream.aclose()
+            upstream.release()
+            self._done()
         try:
             json.loads(body)
         except ValueError as exc:
-            raise UpstreamMalformed(detail={"status": upstream.status_code}) from exc
-        await settle(upstream.status_code)
-        response = Response(body, status_code=upstream.status_code)
+            raise UpstreamMalformed(detail={"status": upstream.status}) from exc
+        await settle(upstream.status)
+        response = Response(body, status_code=upstream.status)
         response.raw_headers = [
             *[
                 (k, v)
@@ -264,20 +346,38 @@ class Upstream:
         ]
         return response
 
-    async def _relay(self, upstream: httpx.Response, settle: Settle) -> AsyncIterator[bytes]:
+    async def _relay(
+        self, upstream: aiohttp.ClientResponse, settle: Settle
+    ) -> AsyncIterator[bytes]:
         status: int | None = None
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.content.iter_any():  # as it arrives (SSE)
                 yield chunk
-            status = upstream.status_code
+            status = upstream.status
         except (GeneratorExit, anyio.get_cancelled_exc_class()):
             # The caller hung up: the upstream did its part.
-            status = upstream.status_code
+            status = upstream.status
             raise
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("upstream_broke_off", upstream=self.config.name, error=type(exc).__name__)
             raise
         finally:
+            # A fully read answer returns its connection to the pool; any other is closed.
+            if status is not None and upstream.content.at_eof():
+                upstream.release()
+            else:
+                upstream.close()
+            self._done()
             with anyio.CancelScope(shield=True):
-                await upstream.aclose()
                 await settle(status)
+
+
+async def _body(request: Request, method: str) -> bytes | AsyncIterator[bytes]:
+    """The caller's body: read whole when it is small (one write upstream, and a GET/HEAD/OPTIONS
+    may be sent twice), streamed through unread when it is large or of unknown length."""
+    if method in IDEMPOTENT:
+        return await request.body()
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) <= BUFFERED_BODY_BYTES:
+        return await request.body()
+    return request.stream()

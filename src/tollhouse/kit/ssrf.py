@@ -1,12 +1,14 @@
 """Refuse URLs that would make the server call itself or its private network (SSRF).
 
 `check_public_url` is the check when a URL is configured (a clear 400); a client that fetches
-such a URL later is built on `public_only_transport()`, which checks again at every connect
-and connects only to the addresses it checked (DNS can change between check and use).
+such a URL later checks again at every connect and connects only to the addresses it checked
+(DNS can change between check and use): httpx clients on `public_only_transport()`, aiohttp
+clients (the forwarding engine) on `public_only_connector()`.
 """
 
 from __future__ import annotations
 
+import errno
 import inspect
 import ipaddress
 import socket
@@ -14,9 +16,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import anyio
 import httpcore
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from tollhouse.kit.errors import BadRequest
 
@@ -186,3 +190,81 @@ def public_only_transport(
         network_backend=network_backend if network_backend is not None else PublicOnlyBackend(),
     )
     return transport
+
+
+# --- The same pinning for aiohttp (the forwarding engine) ------------------------------------
+# aiohttp asks its resolver for a host's addresses each time it opens a connection (with its
+# DNS cache off) and connects to exactly the addresses returned; TLS still verifies the
+# certificate for the URL's host name (`server_hostname` is the name, not the address).
+
+
+def _refused(host: str, address: str) -> OSError:
+    # With an errno, aiohttp's ClientConnectorError shows this message (not "[None]").
+    return OSError(
+        errno.EACCES, f"Refused to connect to {host}: {address} is not a public address."
+    )
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """Resolves a host and returns its addresses only when every one of them is public."""
+
+    def __init__(
+        self,
+        *,
+        resolve: Resolver = resolve_addresses,
+        is_public: Callable[[str], bool] = _is_public,
+    ) -> None:
+        self._resolve = resolve
+        self.is_public = is_public
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = await self._resolve(host, port)  # OSError: aiohttp's connect error
+        if not addresses:
+            raise OSError(errno.EHOSTUNREACH, f"{host} does not resolve.")
+        refused = [address for address in addresses if not self.is_public(address)]
+        if refused:
+            raise _refused(host, refused[0])
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+class PublicOnlyConnector(aiohttp.TCPConnector):
+    """aiohttp's connector whose connections reach public addresses only.
+
+    A name goes through `PublicOnlyResolver`; an IP literal never reaches a resolver in
+    aiohttp (`TCPConnector._resolve_host` answers it directly), so it is checked here, in
+    the one private method overridden (tests/test_ssrf.py fails if aiohttp stops using it).
+    """
+
+    def __init__(self, *, resolver: PublicOnlyResolver | None = None, **kwargs: Any) -> None:
+        self._guard = resolver if resolver is not None else PublicOnlyResolver()
+        super().__init__(resolver=self._guard, **kwargs)
+
+    async def _resolve_host(self, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            pass
+        else:
+            if not self._guard.is_public(host):
+                raise _refused(host, host)
+        return await super()._resolve_host(host, port, *args, **kwargs)
+
+
+def public_only_connector(**kwargs: Any) -> aiohttp.TCPConnector:
+    """`aiohttp.TCPConnector(**kwargs)` that connects only to checked public addresses."""
+    return PublicOnlyConnector(**kwargs)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Literal
 
-import httpx
+import aiohttp
 
 from tollhouse.config import Settings, UpstreamRouteRule
 from tollhouse.kit.forwarding import Timeouts, Upstream, UpstreamConfig
@@ -78,10 +78,11 @@ async def healthy(clockchain: Upstream, settings: Settings) -> bool:
     """The clockchain's root `/health` answers 200 within the health timeout."""
     assert settings.clockchain_service_url is not None
     try:
-        response = await clockchain.client.get(
+        async with clockchain.session.get(
             f"{settings.clockchain_service_url.rstrip('/')}/health",
-            timeout=settings.upstream_health_timeout_seconds,
-        )
-    except httpx.HTTPError:
+            timeout=aiohttp.ClientTimeout(total=settings.upstream_health_timeout_seconds),
+            allow_redirects=False,
+        ) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, OSError, TimeoutError):
         return False
-    return response.status_code == 200

@@ -8,9 +8,10 @@ Every call sends `X-Service-Key` (CLOCKCHAIN_SERVICE_KEY) and, when one is known
 
 from __future__ import annotations
 
+import json as jsonlib
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi import Request
 
 from tollhouse.kit.errors import ServiceUnavailable
@@ -44,18 +45,27 @@ class ClockchainClient:
         headers = dict(self._upstream.config.inject_headers)
         if user_id:
             headers["X-User-ID"] = user_id
+        url = self._upstream.config.base_url.rstrip("/") + path
+        session = self._upstream.session  # the proxy's pooled client (kit/forwarding.py)
         try:
-            response = await self._upstream.client.request(
-                method, path, params=params, json=json, headers=headers
-            )
-        except httpx.HTTPError as exc:
+            async with session.request(
+                method,
+                url,
+                params=params,
+                json=json,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self._upstream.config.timeouts.total),
+            ) as response:
+                if response.status >= 400:
+                    raise ClockchainUnavailable(
+                        f"The clockchain answered {response.status} to {method} {path}."
+                    )
+                body = await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ClockchainUnavailable(f"The clockchain did not answer: {exc}") from exc
-        if response.status_code >= 400:
-            raise ClockchainUnavailable(
-                f"The clockchain answered {response.status_code} to {method} {path}."
-            )
         try:
-            return response.json()
+            return jsonlib.loads(body)
         except ValueError as exc:
             raise ClockchainUnavailable("The clockchain's answer is not JSON.") from exc
 

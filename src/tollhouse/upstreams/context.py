@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 from urllib.parse import urlsplit
 
-import httpx
 from fastapi import Request
 
 from tollhouse.config import OperatorUpstream, Settings, UpstreamRouteRule
 from tollhouse.kit.forwarding import Timeouts, Upstream, UpstreamConfig
-from tollhouse.kit.ssrf import public_only_transport
+from tollhouse.kit.ssrf import public_only_connector
 from tollhouse.upstreams import clockchain
 from tollhouse.upstreams.policy import RoutePolicy
 from tollhouse.upstreams.relay import Relay
@@ -28,72 +27,14 @@ def timeouts_of(settings: Settings) -> Timeouts:
     )
 
 
-class _Tracked(httpx.AsyncBaseTransport):
-    """Counts the responses still open on a transport (from send until the body is closed)."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-        self._open = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def _release(self) -> None:
-        self._open -= 1
-        if self._open == 0:
-            self._idle.set()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self._open += 1
-        self._idle.clear()
-        try:
-            response = await self._inner.handle_async_request(request)
-        except BaseException:
-            self._release()
-            raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Released(response.stream, self._release)
-        return response
-
-    async def wait_idle(self) -> None:
-        while self._open:
-            await self._idle.wait()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _Released(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
-        self._inner = inner
-        self._release: Callable[[], None] | None = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            release, self._release = self._release, None
-            if release is not None:
-                release()
-
-
-@dataclass(frozen=True, slots=True)
-class _Client:
-    upstream: Upstream
-    transport: _Tracked
-
-
 class UpstreamPool:
     """Developers' upstreams: one pooled client per origin, made on first use.
 
     At most `max_origins` clients are kept; the least recently used is evicted from the map
     and closed in the background once nothing can still be using it: after `grace_seconds`
     (a caller may hold it between `for_origin` and sending) and once every response it sent
-    has been closed (a stream may run for long). Unless `allow_private`, clients connect only
-    to public addresses, checked when each connection is opened (`public_only_transport`).
+    has been relayed (a stream may run for long). Unless `allow_private`, clients connect only
+    to public addresses, checked when each connection is opened (`public_only_connector`).
     """
 
     def __init__(
@@ -108,30 +49,14 @@ class UpstreamPool:
         self.allow_private = allow_private
         self.max_origins = max(1, max_origins)
         self.grace_seconds = grace_seconds
-        self._clients: OrderedDict[str, _Client] = OrderedDict()
+        self._clients: OrderedDict[str, Upstream] = OrderedDict()
         self._retiring: dict[asyncio.Task[None], Upstream] = {}
 
-    def _client(self, netloc: str, origin: str) -> _Client:
+    def _client(self, netloc: str, origin: str) -> Upstream:
         config = UpstreamConfig(netloc, origin, timeouts=self.timeouts)
-        # With a transport given, httpx takes the pool's limits from it, not from the client:
-        # the same limits Upstream gives its client.
-        options: dict[str, Any] = {
-            "limits": httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-                keepalive_expiry=30.0,
-            ),
-            "http1": True,
-            "http2": False,
-            "trust_env": False,
-        }
-        inner = (
-            httpx.AsyncHTTPTransport(**options)
-            if self.allow_private
-            else public_only_transport(**options)
-        )
-        transport = _Tracked(inner)
-        return _Client(Upstream(config, transport=transport), transport)
+        if self.allow_private:
+            return Upstream(config)
+        return Upstream(config, connector=public_only_connector)
 
     def for_origin(self, url: str) -> Upstream:
         parts = urlsplit(url)
@@ -139,27 +64,27 @@ class UpstreamPool:
         client = self._clients.get(origin)
         if client is not None:
             self._clients.move_to_end(origin)
-            return client.upstream
+            return client
         client = self._client(parts.netloc, origin)
         self._clients[origin] = client
         while len(self._clients) > self.max_origins:
             _, evicted = self._clients.popitem(last=False)
             task = asyncio.get_running_loop().create_task(self._retire(evicted))
-            self._retiring[task] = evicted.upstream
+            self._retiring[task] = evicted
             task.add_done_callback(self._retiring.pop)
-        return client.upstream
+        return client
 
-    async def _retire(self, client: _Client) -> None:
+    async def _retire(self, client: Upstream) -> None:
         await asyncio.sleep(self.grace_seconds)
-        await client.transport.wait_idle()
-        await client.upstream.close()
+        await client.wait_idle()
+        await client.close()
 
     async def close(self) -> None:
         for task, upstream in list(self._retiring.items()):
             task.cancel()
             await upstream.close()
         for client in self._clients.values():
-            await client.upstream.close()
+            await client.close()
         self._clients.clear()
 
 
