@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from hosted_support import csrf_of, last_mail_link
 from platform_fixtures import database
 from stripe_peer import StripePeer
-from support import ADMIN_KEY, ClientFactory
+from support import ADMIN_KEY, ClientFactory, app_of
 from test_billing_stripe import stripe_settings
 from tollhouse.billing import inbox
 from tollhouse.identity.models import User
@@ -302,6 +302,8 @@ async def test_customers_search_usage_chart_plan_change_and_delete(
             "/api/data", headers={"X-Publishable-Key": pk.group(0), "X-Clerk-Token": token}
         )
         assert used.status_code == 200, used.text
+    # Counts reach the database in batches (METERING_FLUSH_SECONDS); the chart reads them there.
+    await app_of(client).state.meter.flush()
 
     listing = f"/console/projects/{project_id}/customers"
     page = await client.get(listing, params={"q": "GRACE"})
