@@ -125,41 +125,68 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} was not ready within {READY_WITHIN_SECONDS:.0f} s.")
 
 
+def replica_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The replicas' environment: `env` (default: this process's) with the cluster's
+    database and Redis when it names none."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    env.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
+    return env
+
+
+def _record_pid(run_dir: Path, name: str, pid: int) -> None:
+    """`name`'s line in the pid file `stop` reads, replaced when the replica restarts."""
+    pid_file = run_dir / "pids"
+    lines = pid_file.read_text().splitlines() if pid_file.exists() else []
+    kept = [line for line in lines if line.split()[0] != name]
+    pid_file.write_text("\n".join([*kept, f"{name} {pid}"]) + "\n")
+
+
+def start_replica(
+    run_dir: Path, index: int, port: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Replica `index` (1-based) on `port`, recorded in the run dir, once it is ready. The
+    same call starts it again after it stopped (a rolling restart, a replaced crash)."""
+    name = f"replica-{index}"
+    log = (run_dir / f"{name}.log").open("ab")
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        _tollhouse("serve", "--host", "127.0.0.1", "--port", str(port)),
+        env={**env, "REPLICA_NAME": name},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()  # the child has its own descriptor
+    _record_pid(run_dir, name, process.pid)
+    _wait_ready(f"http://127.0.0.1:{port}", process)
+    return process
+
+
 def start(
     run_dir: Path,
     host: str,
     port: int,
     ports: Sequence[int],
     env: dict[str, str] | None = None,
-) -> None:
+) -> list[subprocess.Popen[bytes]]:
     """nginx on `host:port` in front of one replica per port in `ports`; `env` (default:
-    this process's environment) is the replicas'."""
+    this process's environment) is the replicas'. Returns the replicas' processes."""
     if (run_dir / "pids").exists():
         raise SystemExit(f"A cluster is running from {run_dir}: `make cluster-stop` first.")
-    env = dict(os.environ if env is None else env)
-    env.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
-    env.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
+    env = replica_env(env)
     asyncio.run(ensure_database(env["DATABASE_URL"]))
     subprocess.run(_tollhouse("migrate"), env=env, check=True)  # noqa: S603 - our own command
     run_dir.mkdir(parents=True, exist_ok=True)
-    pids: list[str] = []
-    for index, replica_port in enumerate(ports, start=1):
-        log = (run_dir / f"replica-{index}.log").open("ab")
-        process = subprocess.Popen(  # noqa: S603 - our own command
-            _tollhouse("serve", "--host", "127.0.0.1", "--port", str(replica_port)),
-            env={**env, "REPLICA_NAME": f"replica-{index}"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        pids.append(f"replica-{index} {process.pid}")
-        (run_dir / "pids").write_text("\n".join(pids) + "\n")
-        _wait_ready(f"http://127.0.0.1:{replica_port}", process)
+    processes = [
+        start_replica(run_dir, index, replica_port, env)
+        for index, replica_port in enumerate(ports, start=1)
+    ]
     conf = run_dir / "nginx.conf"
     conf.write_text(nginx_conf(run_dir, host, port, ports))
     nginx = [nginx_binary(), "-c", str(conf.resolve()), "-p", str(run_dir.resolve())]
     subprocess.run(nginx, check=True)  # noqa: S603 - the system's nginx, our config
     print(f"Tollhouse: http://{host}:{port} → replicas on {list(ports)}; run dir {run_dir}")
+    return processes
 
 
 def stop(run_dir: Path) -> None:

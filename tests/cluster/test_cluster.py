@@ -7,127 +7,42 @@ Each proof is bounded in time; waits are bounded polls on what the cluster answe
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
-from support import ADMIN_KEY, JWT_SECRET, PEPPER, SERVICE, SERVICE_KEY, free_port
+from cluster_support import BILLING, Cluster, assert_audit_clean, funded_user
 from test_console import API, PASSWORD
-from tollhouse import cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
-BILLING_KEY = "cluster-billing-key-0123456789abcdefghijkl"
-# Long enough that a refusal inside the 1 s window can only come from the invalidation.
-CACHE_SECONDS = "60"
 PROPAGATION_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class Cluster:
-    url: str  # nginx
-    replicas: tuple[str, ...]
-
-
-def _requirements() -> tuple[str, str]:
-    database = os.environ.get("TOLLHOUSE_TEST_DATABASE_URL")
-    redis = os.environ.get("TOLLHOUSE_TEST_REDIS_URL")
-    nginx = shutil.which("nginx") or Path("/usr/sbin/nginx").exists()
-    if not database or not redis or not nginx:
-        pytest.skip("the cluster needs PostgreSQL, Redis (TOLLHOUSE_TEST_*_URL) and nginx")
-    return database, redis
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    database, redis = _requirements()
-    name = f"tollhouse_cluster_{uuid.uuid4().hex[:12]}"
-    url = make_url(database).set(database=name).render_as_string(hide_password=False)
-    run = f"tollhouse:cluster-test:{uuid.uuid4().hex}:"
-    env = {
-        **os.environ,
-        "TOLLHOUSE_ENV": "development",
-        "DATABASE_URL": url,
-        "REDIS_URL": redis,
-        "RATE_LIMIT_KEY_PREFIX": f"{run}rl:",
-        "EVENTS_KEY_PREFIX": f"{run}events:",
-        "INVALIDATION_CHANNEL": f"{run}invalidate",
-        "CALLER_CACHE_SECONDS": CACHE_SECONDS,
-        "ADMIN_API_KEY": ADMIN_KEY,
-        "FLASH_SERVICE_KEY": SERVICE_KEY,
-        "BILLING_API_KEY": BILLING_KEY,
-        "JWT_SECRET_KEY": JWT_SECRET,
-        "TOLLHOUSE_SECRET_PEPPER": PEPPER,
-        "LOG_LEVEL": "WARNING",
-    }
-    run_dir = tmp_path_factory.mktemp("cluster")
-    port, replica_ports = free_port(), [free_port() for _ in range(3)]
-    try:
-        cluster.start(run_dir, "127.0.0.1", port, replica_ports, env)
-        yield Cluster(
-            f"http://127.0.0.1:{port}",
-            tuple(f"http://127.0.0.1:{p}" for p in replica_ports),
-        )
-    finally:
-        cluster.stop(run_dir)
-        asyncio.run(_drop_database(database, name))
-
-
-async def _drop_database(server_url: str, name: str) -> None:
-    server = make_url(server_url).set(drivername="postgresql", database="postgres")
-    connection = await asyncpg.connect(server.render_as_string(hide_password=False))
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
 
 
 async def test_200_spends_of_1_on_100_over_all_replicas_take_exactly_100(
     running: Cluster,
 ) -> None:
     async with httpx.AsyncClient(base_url=running.url, timeout=30) as lb:
-        resolved = await lb.post(
-            "/api/v1/users/resolve", json={"external_id": "spender"}, headers=SERVICE
-        )
-        assert resolved.status_code == 200, resolved.text
-        user = resolved.json()["user_id"]
-        admin = {"X-Admin-Key": ADMIN_KEY}
-        billing = {"X-Service-Key": BILLING_KEY}
-        check = await lb.get(
-            "/internal/credits/check", params={"user_id": user, "cost": 0}, headers=billing
-        )
-        assert check.status_code == 200, check.text  # the signup grant, if any
-        granted = await lb.post(
-            "/api/v1/credits/admin/grant",
-            json={"user_id": user, "amount": 100 - check.json()["balance"]},
-            headers=admin,
-        )
-        assert granted.status_code == 200, granted.text
-        assert granted.json()["balance"] == 100
+        user = await funded_user(lb, "spender", 100)
+        # Other proofs share the cluster: count what this one adds to each replica's series.
+        before = [await _spends_served(replica) for replica in running.replicas]
 
         async def spend() -> int:
             response = await lb.post(
                 "/internal/credits/spend",
                 json={"user_id": user, "cost": 1},
-                headers=billing,
+                headers=BILLING,
             )
             return response.status_code
 
         statuses = await asyncio.gather(*(spend() for _ in range(200)))
         assert statuses.count(200) == 100
         assert all(status == 402 for status in statuses if status != 200), set(statuses)
-        audit = (await lb.get("/api/v1/credits/admin/audit", headers=admin)).json()
-        assert audit["ok"] is True, audit
-    served = [await _spends_served(replica) for replica in running.replicas]
+        await assert_audit_clean(lb)
+    after = [await _spends_served(replica) for replica in running.replicas]
+    served = [b - a for a, b in zip(before, after, strict=True)]
     assert sum(served) == 200
     assert all(count > 0 for count in served), served  # spread over every replica
 
