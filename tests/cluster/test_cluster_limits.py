@@ -84,7 +84,8 @@ async def _assert_durable_count(running: Cluster, project: PlatformProject, unit
         daily = await running.fetchval(
             "SELECT coalesce(sum(units), 0) FROM usage_daily WHERE project_id = $1", project.id
         )
-        assert counted <= units and daily <= units, (counted, daily)  # never more
+        assert counted <= units, counted  # never more
+        assert daily <= units, daily
         return bool(counted == units and daily == units)
 
     await poll(written, FLUSHED_WITHIN, f"{units} units in usage_counters and usage_daily")
@@ -121,7 +122,8 @@ async def test_a_rate_limit_of_n_a_minute_holds_across_replicas(running: Cluster
         assert len(refused) == BURST - RATE_LIMIT
         window_end = (started // WINDOW_SECONDS + 1) * WINDOW_SECONDS
         for answer in refused:
-            assert answer.status_code == 429 and answer.json()["error"] == "rate_limited"
+            assert answer.status_code == 429
+            assert answer.json()["error"] == "rate_limited"
             retry_after = int(answer.headers["Retry-After"])
             # Seconds until that window's end, as the replica saw it during the burst.
             assert math.ceil(window_end - ended) <= retry_after <= math.ceil(window_end - started)
