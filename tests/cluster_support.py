@@ -27,6 +27,15 @@ PASSWORD = "correct horse battery"
 BILLING_KEY = "cluster-billing-key-0123456789abcdefghijkl"
 BILLING = {"X-Service-Key": BILLING_KEY}
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
+WEBHOOK_SECRET = "whsec_cluster_0123456789"
+PACK_PRICE = "price_cluster_pack_100"
+PACK: dict[str, Any] = {
+    "id": "pack_100",
+    "name": "100 credits",
+    "credits": 100,
+    "price_cents": 499,
+    "stripe_price_id": PACK_PRICE,
+}
 # What a drained replica may take to exit: DRAIN_TIMEOUT_SECONDS plus its shutdown.
 DRAIN_SECONDS = 10.0
 
@@ -90,14 +99,21 @@ async def funded_user(lb: httpx.AsyncClient, external_id: str, balance: int) -> 
     assert resolved.status_code == 200, resolved.text
     user: str = resolved.json()["user_id"]
     current = await balance_of(lb, user)  # the signup grant, if any
-    if balance != current:
-        granted = await lb.post(
+    if balance > current:
+        moved = await lb.post(
             "/api/v1/credits/admin/grant",
             json={"user_id": user, "amount": balance - current},
             headers=ADMIN,
         )
-        assert granted.status_code == 200, granted.text
-        assert granted.json()["balance"] == balance
+    elif balance < current:
+        moved = await lb.post(
+            "/internal/credits/spend",
+            json={"user_id": user, "cost": current - balance},
+            headers=BILLING,
+        )
+    if balance != current:
+        assert moved.status_code == 200, moved.text
+    assert await balance_of(lb, user) == balance
     return user
 
 

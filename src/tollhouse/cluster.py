@@ -147,6 +147,14 @@ def start_replica(
 ) -> subprocess.Popen[bytes]:
     """Replica `index` (1-based) on `port`, recorded in the run dir, once it is ready. The
     same call starts it again after it stopped (a rolling restart, a replaced crash)."""
+    process = _launch_replica(run_dir, index, port, env)
+    _wait_ready(f"http://127.0.0.1:{port}", process)
+    return process
+
+
+def _launch_replica(
+    run_dir: Path, index: int, port: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     name = f"replica-{index}"
     log = (run_dir / f"{name}.log").open("ab")
     process = subprocess.Popen(  # noqa: S603 - our own command
@@ -158,7 +166,6 @@ def start_replica(
     )
     log.close()  # the child has its own descriptor
     _record_pid(run_dir, name, process.pid)
-    _wait_ready(f"http://127.0.0.1:{port}", process)
     return process
 
 
@@ -177,10 +184,12 @@ def start(
     asyncio.run(ensure_database(env["DATABASE_URL"]))
     subprocess.run(_tollhouse("migrate"), env=env, check=True)  # noqa: S603 - our own command
     run_dir.mkdir(parents=True, exist_ok=True)
-    processes = [
-        start_replica(run_dir, index, replica_port, env)
+    processes = [  # started together, then awaited: start-ups overlap
+        _launch_replica(run_dir, index, replica_port, env)
         for index, replica_port in enumerate(ports, start=1)
     ]
+    for replica_port, process in zip(ports, processes, strict=True):
+        _wait_ready(f"http://127.0.0.1:{replica_port}", process)
     conf = run_dir / "nginx.conf"
     conf.write_text(nginx_conf(run_dir, host, port, ports))
     nginx = [nginx_binary(), "-c", str(conf.resolve()), "-p", str(run_dir.resolve())]

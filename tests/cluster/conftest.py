@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from cluster_support import BILLING_KEY, Cluster
+from cluster_support import BILLING_KEY, PACK, WEBHOOK_SECRET, Cluster
 from llm_peer import LLMPeer
 from stripe_peer import StripePeer
 from support import ADMIN_KEY, JWT_SECRET, PEPPER, SERVICE_KEY, free_port
@@ -25,15 +25,6 @@ from tollhouse import cluster
 
 # Long enough that a refusal inside the 1 s window can only come from the invalidation.
 CACHE_SECONDS = "60"
-WEBHOOK_SECRET = "whsec_cluster_0123456789"
-PACK_PRICE = "price_cluster_pack_100"
-PACK = {
-    "id": "pack_100",
-    "name": "100 credits",
-    "credits": 100,
-    "price_cents": 499,
-    "stripe_price_id": PACK_PRICE,
-}
 REPLICAS = 3
 
 
