@@ -192,3 +192,76 @@ async def platform_project(
         {"Authorization": f"Bearer {created.json()['secret_key']}"},
         created.json()["publishable_key"],
     )
+
+
+# --- a retrying client under load ----------------------------------------------------------
+
+# Answers a client retries with the same Idempotency-Key: nginx's "the replica went away"
+# (502/504), a draining or unready replica (503), a duplicate still in flight (409).
+RETRYABLE = frozenset({409, 502, 503, 504})
+RETRY_FOR_SECONDS = 30.0
+RETRY_PAUSE_SECONDS = 0.05  # a client's backoff between tries
+
+
+@dataclass(frozen=True)
+class Attempt:
+    started: float  # time.monotonic()
+    ended: float
+    status: int | None  # None: the connection failed
+
+
+@dataclass
+class SpendLoad:
+    """Clients spending 1 credit at a time through nginx, each spend under an
+    Idempotency-Key of its own, retried with that key until it is answered 200."""
+
+    client: httpx.AsyncClient
+    user: str
+    first: dict[str, Attempt] = field(default_factory=dict)  # each key's first try
+    settled: dict[str, int] = field(default_factory=dict)  # each key's last answer
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _try(self, key: str) -> Attempt:
+        started = time.monotonic()
+        try:
+            response = await self.client.post(
+                "/internal/credits/spend",
+                json={"user_id": self.user, "cost": 1},
+                headers={**BILLING, "Idempotency-Key": key},
+            )
+            status: int | None = response.status_code
+        except httpx.TransportError:
+            status = None
+        return Attempt(started, time.monotonic(), status)
+
+    async def spend(self, key: str) -> None:
+        attempt = self.first[key] = await self._try(key)
+        deadline = attempt.ended + RETRY_FOR_SECONDS
+        while (attempt.status is None or attempt.status in RETRYABLE) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(RETRY_PAUSE_SECONDS)
+            attempt = await self._try(key)
+        self.settled[key] = attempt.status or 0
+
+    async def run(self, clients: int, keys: int | None = None) -> None:
+        """`clients` at once until `keys` spends are settled (or, without `keys`, until
+        `stop` is set)."""
+        budget = iter(range(keys)) if keys is not None else None
+
+        async def one_client() -> None:
+            while not self.stop.is_set():
+                if budget is not None and next(budget, None) is None:
+                    return
+                await self.spend(uuid.uuid4().hex)
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+
+    async def settled_at_least(self, count: int, within: float) -> None:
+        async def enough() -> bool:
+            return len(self.settled) >= count
+
+        await poll(enough, within, f"{count} spends settled")
+
+    def failed_first(self) -> list[Attempt]:
+        return [a for a in self.first.values() if a.status != 200]
