@@ -13,13 +13,17 @@ import asyncio
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from platform_fixtures import create_customer, new_project, user_token
-from support import ClientFactory, app_of, assert_error
+from support import PEPPER, ClientFactory, app_of, assert_error
 from test_console import API, create_project, signup
+from tollhouse.cli import app as cli
+from tollhouse.config import load_settings
 from tollhouse.kit.invalidation import Invalidation
 
 pytestmark = pytest.mark.anyio
@@ -43,10 +47,13 @@ async def replicas(
     make_client: ClientFactory, redis_url: str | None
 ) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
     # A channel of this test's own: other test runs share the Redis server.
-    channel = f"tollhouse:test:invalidate:{uuid.uuid4().hex}"
+    run = uuid.uuid4().hex
+    channel = f"tollhouse:test:invalidate:{run}"
     settings = {
         "redis_url": redis_url,
         "invalidation_channel": channel,
+        # Signups are rate limited per address: a bucket of this test's own.
+        "rate_limit_key_prefix": f"tollhouse:test:rl:{run}:",
         "caller_cache_seconds": CACHE_SECONDS,
     }
     return await make_client(**settings), await make_client(**settings)
@@ -71,6 +78,18 @@ async def project_key(
     a: httpx.AsyncClient,
 ) -> tuple[dict[str, str], Callable[[], Awaitable[None]]]:
     """A new project's secret key (as headers) and how to revoke it in the console on `a`."""
+    secret, key_id, keys_url, auth = await _secret_key(a)
+
+    async def revoke() -> None:
+        revoked = await a.post(f"{keys_url}/{key_id}/revoke", headers=auth)
+        assert revoked.status_code == 200, revoked.text
+
+    return secret, revoke
+
+
+async def _secret_key(a: httpx.AsyncClient) -> tuple[dict[str, str], str, str, dict[str, str]]:
+    """A new project's secret key (as headers), its id, its project's keys URL, the
+    developer's session."""
     auth = await signup(a)
     created = await create_project(a, auth)
     keys_url = f"{API}/projects/{created['project']['id']}/keys"
@@ -79,12 +98,7 @@ async def project_key(
         for k in (await a.get(keys_url, headers=auth)).json()["keys"]
         if k["kind"] == "secret"
     ]
-
-    async def revoke() -> None:
-        revoked = await a.post(f"{keys_url}/{key_id}/revoke", headers=auth)
-        assert revoked.status_code == 200, revoked.text
-
-    return {"Authorization": f"Bearer {created['secret_key']}"}, revoke
+    return {"Authorization": f"Bearer {created['secret_key']}"}, key_id, keys_url, auth
 
 
 async def test_a_key_revoked_on_one_replica_is_refused_by_another(
@@ -103,6 +117,37 @@ async def test_a_key_revoked_on_one_replica_is_refused_by_another(
     assert app_of(b).state.identity.key_cache.get(plaintext) is None
     assert_error(await status(b, secret), 401, "invalid_api_key")
     assert_error(await status(a, secret), 401, "invalid_api_key")
+
+
+@pytest.mark.parametrize("command", ["revoke", "roll"])
+async def test_a_key_revoked_or_rolled_with_the_cli_is_dropped_by_running_replicas(
+    make_client: ClientFactory,
+    redis_url: str,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    a, b = await replicas(make_client, redis_url)
+    secret, key_id, _, _ = await _secret_key(a)
+    for replica in (a, b):  # each now trusts its cached copy for CALLER_CACHE_SECONDS
+        assert (await status(replica, secret)).status_code == 200
+    heard = [invalidation(replica).received for replica in (a, b)]
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("TOLLHOUSE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOLLHOUSE_SECRET_PEPPER", PEPPER)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("INVALIDATION_CHANNEL", invalidation(b).channel)
+    load_settings(_env_file=None)  # the home's secrets, as `serve` makes them
+    # A roll with no grace ends the old key now: the same drop as a revoke.
+    args = ["keys", command, key_id, *(["--grace-hours", "0"] if command == "roll" else [])]
+
+    result = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "--json"])
+
+    assert result.exit_code == 0, result.output
+    for replica, before in zip((a, b), heard, strict=True):
+        await changed_on(replica, before)
+        assert_error(await status(replica, secret), 401, "invalid_api_key")
 
 
 async def test_a_customer_deleted_on_one_replica_is_forgotten_by_another(

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 CLI_AUDIT = {"via": "cli"}
+# The command's kit.invalidation.Invalidation, on its session's `info`.
+_INVALIDATION = "tollhouse.commands.invalidation"
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -78,12 +80,16 @@ def run(
 
     from tollhouse.db.engine import Database
     from tollhouse.kit.errors import TollhouseError
+    from tollhouse.kit.invalidation import Invalidation
     from tollhouse.tenancy.service import ensure_home_project
 
     async def main() -> T:
         database = Database(settings.effective_database_url)
+        # What the command changes that running replicas cache is published on commit.
+        invalidation = Invalidation(settings.redis_url, settings.invalidation_channel)
         try:
             async with database.session() as session:
+                session.info[_INVALIDATION] = invalidation
                 # What wiring.home_project_id does, without importing every domain's wiring.
                 home = (
                     await ensure_home_project(
@@ -92,6 +98,7 @@ def run(
                 ).id
                 return await work(session, home, settings)
         finally:
+            await invalidation.stop()  # the messages are sent before the command exits
             await database.dispose()
 
     try:
@@ -100,6 +107,12 @@ def run(
         fail(f"{exc.code}: {exc.message}", 1)
     except database_errors() as exc:
         database_unreachable(settings, exc)
+
+
+def forget_key(session: AsyncSession, key_id: str) -> None:
+    """A key this command rolls or revokes: once it commits, every running replica drops
+    its cached copy (the API's message; with Redis, within a second)."""
+    session.info[_INVALIDATION].on_commit(session, "key", key_id)
 
 
 @contextmanager

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tollhouse.commands.common import CLI_AUDIT, JsonOption, emit, emit_json, fail, run, say
+from tollhouse.commands.common import (
+    CLI_AUDIT,
+    JsonOption,
+    emit,
+    emit_json,
+    fail,
+    forget_key,
+    run,
+    say,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -187,6 +196,7 @@ def keys_roll(
         issued = await tenancy.roll_key(
             session, _pepper(settings), old, timedelta(hours=grace_hours)
         )
+        forget_key(session, old.id)  # its grace end, as the console's roll does
         await session.refresh(old)
         project = await session.get_one(Project, old.project_id)
         await tenancy.record(
@@ -214,6 +224,7 @@ def keys_revoke(key_id: str, json_output: JsonOption = False) -> None:
     async def work(session: AsyncSession, _home: str, _settings: Settings) -> str:
         key = await tenancy.key_by_id(session, key_id)
         await tenancy.revoke_key(session, key)
+        forget_key(session, key.id)
         project = await session.get_one(Project, key.project_id)
         await tenancy.record(
             session, project.platform_id, "key.revoke", target=key.id, detail=CLI_AUDIT
