@@ -53,6 +53,8 @@ http {{
         least_conn;
 {servers}
         keepalive 64;
+        # Idle connections are closed here before the replica would (its keep-alive: 75 s).
+        keepalive_timeout 60s;
     }}
     server {{
         listen {host}:{port};

@@ -21,6 +21,13 @@ from tollhouse.commands.common import (
     progress,
 )
 
+# How long a replica keeps an idle keep-alive connection open: longer than any load
+# balancer in front keeps its idle upstream connections (`tollhouse.cluster`'s and
+# deploy/nginx.conf's `keepalive_timeout`), so the balancer closes them, never the replica.
+# The other way round (uvicorn's default is 5 s) a request the balancer sends as the replica
+# closes the connection fails with a 502, and a POST is not retried on another replica.
+KEEP_ALIVE_SECONDS = 75
+
 # `tollhouse.app.Role`, spelled here so `--help` does not import the application.
 Role = Literal["all", "gateway", "billing"]
 
@@ -87,6 +94,7 @@ def serve(
         "access_log": False,
         "log_config": None,
         "proxy_headers": True,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         # SIGTERM: stop accepting, let in-flight requests finish (readiness turns false).
         "timeout_graceful_shutdown": math.ceil(settings.drain_timeout_seconds),
     }
