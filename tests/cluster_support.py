@@ -1,8 +1,9 @@
 """The running cluster the proofs in tests/cluster/ share (one per session), and the small
 HTTP helpers they have in common: a funded user, a balance, the ledger audit.
 
-Everything here talks to the cluster over HTTP, as a client would; the one exception is
-`Cluster.ledger_keys`, which reads the ledger's rows to check that each spend is there once.
+Everything here talks to the cluster over HTTP, as a client would; the exceptions are
+`Cluster.ledger_keys` and `Cluster.fetchval`, which read what the cluster wrote (each spend
+in the ledger once, the usage counters) to check it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,22 +73,22 @@ class Cluster:
 
     async def ledger_keys(self, user_id: str) -> list[str]:
         """The idempotency keys of `user_id`'s ledger rows (one per move that happened)."""
-        connection = await asyncpg.connect(self.database_url)
-        try:
-            rows = await connection.fetch(
-                "SELECT t.idempotency_key FROM credit_transactions t"
-                " JOIN credit_accounts a ON a.id = t.account_id WHERE a.user_id = $1",
-                uuid.UUID(user_id),
-            )
-        finally:
-            await connection.close()
+        rows = await self._fetch(
+            "SELECT t.idempotency_key FROM credit_transactions t"
+            " JOIN credit_accounts a ON a.id = t.account_id WHERE a.user_id = $1",
+            uuid.UUID(user_id),
+        )
         return [row["idempotency_key"] for row in rows if row["idempotency_key"]]
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         """One value from the cluster's database (what a proof checks was written)."""
+        [row] = await self._fetch(query, *args)
+        return row[0]
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
         connection = await asyncpg.connect(self.database_url)
         try:
-            return await connection.fetchval(query, *args)
+            return list(await connection.fetch(query, *args))
         finally:
             await connection.close()
 
@@ -131,7 +133,7 @@ async def assert_audit_clean(client: httpx.AsyncClient) -> None:
     assert audit.json()["ok"] is True, audit.json()
 
 
-async def poll(check: Any, within: float, what: str) -> Any:
+async def poll(check: Callable[[], Awaitable[Any]], within: float, what: str) -> Any:
     """Await `check()` until it returns something truthy, for at most `within` seconds."""
     deadline = time.monotonic() + within
     while True:
