@@ -13,8 +13,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Bytecode compiled once here (as the Containerfile does): where PYTHONDONTWRITEBYTECODE is
+# set, every `tollhouse` call would otherwise compile each module it imports from source.
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	$(VENV)/bin/python -m compileall -q src
 	@touch $@
 
 HOST ?= 127.0.0.1

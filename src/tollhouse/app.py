@@ -38,7 +38,7 @@ from tollhouse.interactions import privacy as _interaction_privacy  # noqa: F401
 from tollhouse.interactions import routes as interaction_routes
 from tollhouse.kit.cors import CORSMiddleware
 from tollhouse.kit.drain import Drain
-from tollhouse.kit.errors import install_error_handlers
+from tollhouse.kit.error_handlers import install_error_handlers
 from tollhouse.kit.hot_routes import HotRoutes
 from tollhouse.kit.input_guards import refuse_nul_characters
 from tollhouse.kit.logging import configure_logging
