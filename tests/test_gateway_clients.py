@@ -23,6 +23,7 @@ from tollhouse.generation import discovery_routes
 
 pytestmark = pytest.mark.anyio
 
+
 @pytest.fixture
 def make_api(make_gen: MakeGen, clockchain_peer: ClockchainPeer) -> MakeGen:
     """gen_support's served app, with the clockchain peer configured unless told not to."""

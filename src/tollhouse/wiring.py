@@ -62,6 +62,7 @@ async def home_project_id(session: AsyncSession, settings: Settings) -> str:
 def identity_context(settings: Settings, home: str) -> IdentityContext:
     key_cache: TTLCache[str, KeyMatch] = TTLCache()
     user_cache = UserCache(settings.caller_cache_seconds)
+    pepper = settings.secret("tollhouse_secret_pepper") or ""
     return IdentityContext(
         settings=settings,
         issuers=IssuerRegistry(
@@ -73,14 +74,14 @@ def identity_context(settings: Settings, home: str) -> IdentityContext:
         home_project_id=home,
         token_settings=TokenSettings.from_settings(settings),
         user_cache=user_cache,
-        end_user_signer=EndUserSigner(settings.secret("tollhouse_secret_pepper") or ""),
+        end_user_signer=EndUserSigner(pepper),
         project_issuers=ProjectIssuers(
             cache_seconds=settings.jwks_cache_seconds,
             timeout_seconds=settings.jwks_timeout_seconds,
             cooldown=settings.jwks_refetch_cooldown_seconds,
         ),
         key_cache=key_cache,
-        user_created_hooks=(signup_grant(settings.signup_credits),),
+        user_created_hooks=(signup_grant(settings.signup_credits, pepper),),
         invalidation=cache_invalidation(settings, key_cache, user_cache),
     )
 

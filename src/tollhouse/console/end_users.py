@@ -92,7 +92,7 @@ async def update_user(
 async def delete_user(user_id: uuid.UUID, project: ProjectDep, console: ConsoleDep) -> None:
     """Erase the end user as the Platform API's customer deletion does (money rows stay)."""
     user = await _end_user(console, project, user_id)
-    await customers.delete(console.session, user)
+    await customers.delete(console.session, user, console.pepper)
     await console.audit("user.delete", str(user_id), project_id=project.id)
 
 
