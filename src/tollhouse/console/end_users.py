@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -118,7 +119,9 @@ async def usage(project: ProjectDep, console: ConsoleDep) -> UsageResponse:
         )
         for counter, external_id in rows
     ]
-    series = await quota.daily_series(console.session, project.id, since)
+    meter = console.meter  # its counts not flushed yet: the chart is current, not a batch late
+    unflushed = partial(meter.unflushed_days, project.id, since) if meter else None
+    series = await quota.daily_series(console.session, project.id, since, unflushed=unflushed)
     return UsageResponse(
         users=users, daily=[DayUsage(day=day, units=units) for day, units in series], since=since
     )

@@ -189,6 +189,21 @@ class Meter:
         """Units counted for `key` that the durable counter has not received yet."""
         return self._counts.get(key, 0)
 
+    def unflushed_days(
+        self, project_id: str, since: date, user_id: uuid.UUID | None = None
+    ) -> dict[date, int]:
+        """Read-only: the project's units (or one user's) per UTC day from `since` on that this
+        process counted and no flush has written to `usage_daily` yet, for a chart to add to
+        what it reads there (`quota.daily_series`). Read the database first: a flush takes
+        its batch from here before it commits, so in that order a unit is never counted
+        twice (at worst missed while the flush is in flight). Other processes' unflushed
+        units reach the chart with their own flush."""
+        days: dict[date, int] = defaultdict(int)
+        for (user, project, day), units in self._days.items():
+            if project == project_id and day >= since and user_id in (None, user):
+                days[day] += units
+        return dict(days)
+
     async def flush(self) -> int:
         """Write what was counted since the last flush: one statement per table. Returns the
         number of rows written. Counts that fail to write are kept for the next flush."""
