@@ -48,13 +48,16 @@ class ImageChoice(BaseModel):
 async def _tiers_page(
     page: ConsolePage, project: Project, *, status: int = 200, **context: Any
 ) -> HTMLResponse:
-    tiers = await catalog.tiers_of_project(page.console.session, project.id)
+    tiers, tiers_page = paged(
+        page.request, await catalog.tiers_of_project(page.console.session, project.id)
+    )
     return await show_project(
         page,
         project,
         "tiers",
         status=status,
         tiers=tiers,
+        tiers_page=tiers_page,
         periods=PERIODS,
         billing_mode=allowed_billing_mode(project.type),
         **context,
