@@ -20,7 +20,7 @@ from platform_fixtures import database
 from support import ADMIN_KEY, PEPPER, ClientFactory, app_of
 from test_assets import png
 from test_billing_stripe import Shop, shop  # noqa: F401 - the fixture
-from test_console_pages import PASSWORD, new_project, post, sign_up
+from test_console_pages import PASSWORD, meter_calls, new_project, post, sign_up
 from tollhouse.cli import app as cli
 from tollhouse.config import load_settings
 from tollhouse.identity.models import User
@@ -147,16 +147,7 @@ async def test_quota_headroom_per_customer_on_the_list_and_the_detail(
     for email in ("grace@example.com", "linus@example.com"):
         made = await client.post("/api/customers", headers=backend, json={"email": email})
         ids.append(made.json()["customer"]["id"])
-    token = (await client.post(f"/api/customers/{ids[0]}/token", headers=backend)).json()["token"]
-    pk = re.search(
-        r"pk_test_[A-Za-z0-9_-]+", (await client.get(f"/console/projects/{project_id}")).text
-    )
-    assert pk is not None
-    for _ in range(3):
-        used = await client.post(
-            "/api/data", headers={"X-Publishable-Key": pk.group(0), "X-Clerk-Token": token}
-        )
-        assert used.status_code == 200, used.text
+    await meter_calls(client, project_id, secret, ids[0], 3)
     async with database(client).session() as session:
         grace, linus = [
             await session.scalar(select(User.id).where(User.external_id == customer))
