@@ -18,7 +18,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, expect
 
 from browser_support import Screens
 from stripe_peer import StripePeer
-from support import ClientFactory, app_of, serving
+from support import ADMIN_KEY, ClientFactory, app_of, serving
 from test_assets import png
 from test_billing_stripe import WHSEC, stripe_settings
 from tollhouse.stripe_sandbox.webhooks import webhook_endpoint
@@ -254,6 +254,19 @@ async def test_console_journey(browser: Browser, server: tuple[str, httpx.AsyncC
     await page.goto("/docs")
     await expect(page.get_by_role("button", name="Authorize")).to_be_visible(timeout=15_000)
     await screens.shot(page, "docs")
+
+    # The operator's pages (the admin key's way in; operator accounts are proven over HTTP).
+    operator = await browser.new_context(base_url=base)
+    ops = await operator.new_page()
+    ops.on("console", watch)
+    await ops.goto("/console/operator/signin")
+    await ops.get_by_label("Admin key").fill(ADMIN_KEY)
+    await ops.get_by_role("button", name="Sign in").click()
+    await ops.wait_for_url(re.compile(r"/console/operator$"))
+    await expect(ops.get_by_role("cell", name=EMAIL)).to_be_visible()
+    await expect(ops.get_by_text("Every balance matches its log")).to_be_visible()
+    await screens.shot(ops, "operator")
+    await operator.close()
 
     # On a phone the console stays usable.
     phone = await browser.new_context(base_url=base, viewport={"width": 390, "height": 844})
