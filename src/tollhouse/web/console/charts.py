@@ -9,7 +9,6 @@ from datetime import date, timedelta
 
 WIDTH = 600
 HEIGHT = 160
-LABEL_SPACE = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +31,6 @@ class BarChart:
     unit: str = "units"
     cents: bool = False
     width: int = WIDTH
-    height: int = HEIGHT + LABEL_SPACE
     plot_height: int = HEIGHT
 
     @property
@@ -99,7 +97,6 @@ class LineChart:
     peak: int
     latest: int
     width: int = WIDTH
-    height: int = HEIGHT + LABEL_SPACE
     plot_height: int = HEIGHT
 
     @property
