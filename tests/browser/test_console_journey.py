@@ -275,6 +275,7 @@ async def test_console_journey(browser: Browser, server: tuple[str, httpx.AsyncC
     small.on("console", watch)
     await small.goto(project_url)
     await expect(small.get_by_role("heading", name=re.compile("weather-api"))).to_be_visible()
+    assert await small.evaluate("document.documentElement.scrollWidth") <= 390
     await screens.shot(small, "project-on-a-phone")
     await small.goto(f"{project_path}/money")
     await expect(small.locator("figure.chart.revenue")).to_be_visible()
