@@ -61,6 +61,24 @@ async def new_project(client: httpx.AsyncClient, name: str = "weather-api") -> t
     return found.group(1), secret.group(0)
 
 
+async def meter_calls(
+    client: httpx.AsyncClient, project_id: str, secret: str, customer: str, calls: int
+) -> None:
+    """`calls` metered calls by the customer's browser (the project's publishable key, an
+    end-user token minted by its backend)."""
+    backend = {"Authorization": f"Bearer {secret}"}
+    token = (await client.post(f"/api/customers/{customer}/token", headers=backend)).json()["token"]
+    pk = re.search(
+        r"pk_test_[A-Za-z0-9_-]+", (await client.get(f"/console/projects/{project_id}")).text
+    )
+    assert pk is not None
+    for _ in range(calls):
+        used = await client.post(
+            "/api/data", headers={"X-Publishable-Key": pk.group(0), "X-Clerk-Token": token}
+        )
+        assert used.status_code == 200, used.text
+
+
 async def test_sign_up_create_a_project_and_its_secret_is_shown_once(
     client: httpx.AsyncClient,
 ) -> None:
@@ -292,16 +310,7 @@ async def test_customers_search_usage_chart_plan_change_and_delete(
     backend = {"Authorization": f"Bearer {secret}"}
     made = await client.post("/api/customers", headers=backend, json={"email": "grace@example.com"})
     customer = made.json()["customer"]["id"]
-    token = (await client.post(f"/api/customers/{customer}/token", headers=backend)).json()["token"]
-    pk = re.search(
-        r"pk_test_[A-Za-z0-9_-]+", (await client.get(f"/console/projects/{project_id}")).text
-    )
-    assert pk is not None
-    for _ in range(2):
-        used = await client.post(
-            "/api/data", headers={"X-Publishable-Key": pk.group(0), "X-Clerk-Token": token}
-        )
-        assert used.status_code == 200, used.text
+    await meter_calls(client, project_id, secret, customer, 2)
     # Counts reach the database in batches (METERING_FLUSH_SECONDS); the chart reads them there.
     await app_of(client).state.meter.flush()
 

@@ -16,6 +16,7 @@ from tollhouse.console.schemas import EndUserUpdate
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.errors import NotFound, TollhouseError
 from tollhouse.metering import quota
+from tollhouse.metering.meter import meter_of
 from tollhouse.tenancy.models import Project
 from tollhouse.web.console.charts import daily_bars
 from tollhouse.web.console.common import (
@@ -44,6 +45,8 @@ async def customers_page(project_id: str, page: ConsolePageDep) -> HTMLResponse:
     found = await api.list_users(
         project, page.console, limit=PAGE_SIZE, offset=offset_of(page.request), q=search
     )
+    ids = [customer.id for customer in found.users]
+    headroom = await api.headroom_of_users(project, page.console, meter_of(page.request), ids)
     usage = await api.usage(project, page.console)
     series = [(day.day, day.units) for day in usage.daily]
     chart = daily_bars("Units per day, all customers", series, usage.since, api.USAGE_DAYS)
@@ -55,6 +58,7 @@ async def customers_page(project_id: str, page: ConsolePageDep) -> HTMLResponse:
         paging=Paging(page.request, found.offset, found.limit, found.total),
         search=search,
         chart=chart,
+        headroom=headroom,
     )
 
 
@@ -70,6 +74,7 @@ async def _customer_page(
 ) -> HTMLResponse:
     try:
         customer = await api.get_user(user_id, project, page.console)
+        quota_now = await api.get_user_quota(user_id, project, page.console, page.request)
     except NotFound as exc:
         raise PageRefused(404, "Not found", "No such customer in this project.") from exc
     since = (utcnow() - timedelta(days=api.USAGE_DAYS - 1)).date()
@@ -81,6 +86,7 @@ async def _customer_page(
         "customer",
         status=status,
         customer=customer,
+        headroom=quota_now.quota,
         plans=plans,
         chart=daily_bars("Units per day", series, since, api.USAGE_DAYS),
         **context,
