@@ -5,7 +5,8 @@ for the hot paths of issue 14 side by side: `GET /health`, `POST /api/data` (sec
 end-user token, unlimited tier), the same with a new `Idempotency-Key` each call, and
 `GET /gw/{project}/up/ping` forwarded to a loopback upstream in another process (whose CPU is
 not counted). Run `.venv/bin/python bench/inprocess.py` (flags: --requests, --database-url,
---profile PATH to print cProfile's top functions for one path). Exit status 0, 2 no run.
+--profile LABEL: cProfile, on this thread's CPU clock, of the path whose label has LABEL).
+Exit status 0, 2 no run.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ async def _run(args: argparse.Namespace, data_dir: Path, url: str, upstream_url:
                 profile.enable()
                 await _measure(app, call, args.requests, idempotent)
                 profile.disable()
-                profile.dump_stats("/tmp/h14.prof")
+                pstats.Stats(profile).sort_stats("tottime").print_stats(30)
             cost = await _measure(app, call, args.requests, idempotent)
             health = health or cost
             table.add_row(label, f"{cost:.3f}", f"{health / cost:.2f}x")
