@@ -58,6 +58,7 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/interactions.py
 	$(VENV)/bin/python bench/platform_api.py
+	$(VENV)/bin/python bench/proxy.py
 
 # N replicas behind nginx on this machine's PostgreSQL and Redis (README: Running at scale).
 REPLICAS ?= 3

@@ -54,6 +54,7 @@ from tollhouse.platform_api import oauth as platform_oauth
 from tollhouse.platform_api import operator as platform_operator
 from tollhouse.platform_api import routes as platform_routes
 from tollhouse.temporal import routes as temporal_routes
+from tollhouse.upstreams import hot as upstream_hot
 from tollhouse.upstreams import routes as upstream_routes
 from tollhouse.web import docs as web_docs
 from tollhouse.web import routes as web_routes
@@ -227,8 +228,13 @@ def create_app(
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.
-    if role != "billing":  # the metered Platform API calls, without the router's scan
-        app.add_middleware(HotRoutes, routes=platform_hot.ROUTES)
+    if role != "billing":  # the metered calls (Platform API, /gw), without the router's scan
+        app.add_middleware(
+            HotRoutes,
+            routes=platform_hot.ROUTES,
+            prefixes=upstream_hot.PREFIXES,
+            guards=[refuse_nul_characters],
+        )
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
