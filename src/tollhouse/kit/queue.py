@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from redis.asyncio import Redis
 from saq import Queue as SaqBackend
 from saq import Worker
 from saq.job import Job as SaqJob
@@ -174,6 +177,52 @@ class _SaqHandle(JobHandle):
         return self._job.result
 
 
+class _RedisBackend(RedisQueue):
+    """SAQ's Redis queue, its sweep made safe for a job caught between a worker's dequeue
+    (BLMOVE to the active list) and that worker marking it active: SAQ 0.26's sweep takes
+    such a job for a stuck one. Here it is read again a moment later first, as SAQ's main
+    branch now does."""
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        if not self._cleanup_script:
+            self._cleanup_script = self.redis.register_script(SWEEP_LOCK)
+        ids = await self._cleanup_script(keys=[self._sweep, self._active], args=[lock])
+        swept: list[str] = []
+        for raw_id in ids or ():
+            job_id = raw_id.decode()
+            job = await self._get_job_by_id(job_id)
+            if job is not None and job.status == Status.QUEUED:
+                await asyncio.sleep(0.1)  # just dequeued: its worker is marking it active
+                job = await self._get_job_by_id(job_id)
+            if job is None:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    await (
+                        pipe.lrem(self._active, 0, job_id).zrem(self._incomplete, job_id).execute()
+                    )
+                swept.append(job_id)
+            elif job.status != Status.ACTIVE or job.stuck:
+                log.info("job_swept", job=job.key, attempts=job.attempts)
+                swept.append(job_id)
+                await self.abort(job, error=self.swept_error_message)
+                with contextlib.suppress(TimeoutError):
+                    await job.refresh(abort)
+                if job.retryable:
+                    await self.retry(job, error=self.swept_error_message)
+                else:
+                    await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+        return swept
+
+
+# One sweeper at a time across workers (SETEX lock), reading the active list's job ids.
+SWEEP_LOCK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('SETEX', KEYS[1], ARGV[1], 1)
+    return redis.call('LRANGE', KEYS[2], 0, -1)
+end
+return {}
+"""
+
+
 class _Worker(Worker):  # type: ignore[type-arg]
     # The process's own signal handling (uvicorn's, the worker command's) decides when to stop.
     SIGNALS: list[Any] = []  # noqa: RUF012 - overrides the class attribute
@@ -192,15 +241,18 @@ class SaqQueue(JobQueue):
         shutdown_grace_seconds: float = 20.0,
         clock: Callable[[], float] = time.time,
         result_ttl_seconds: int = 600,
+        worker_id: str | None = None,
     ) -> None:
         super().__init__()
-        self._backend: RedisQueue = RedisQueue.from_url(redis_url, name=name)
+        self._backend = _RedisBackend(Redis.from_url(redis_url), name=name)
         self._name = name
         self._heartbeat = max(1, math.ceil(heartbeat_seconds))
         self._concurrency = concurrency
         self._grace = shutdown_grace_seconds
         self._clock = clock
         self._result_ttl = result_ttl_seconds
+        # In every job record it runs (`worker_id`): which process to look at, or to kill.
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self._worker: _Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
@@ -261,8 +313,11 @@ class SaqQueue(JobQueue):
         self._worker = _Worker(
             self._backend,
             functions,
+            id=self.worker_id,
             concurrency=self._concurrency,
             timers={"sweep": self._heartbeat, "schedule": 1, "abort": 1, "worker_info": 10},
+            # Blocking reads end every second, so a stopping worker takes no new job after.
+            dequeue_timeout=1,
             shutdown_grace_period_s=math.ceil(self._grace),
         )
         self._worker_task = asyncio.create_task(self._worker.start(), name="queue:worker")
@@ -314,9 +369,13 @@ class SaqQueue(JobQueue):
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
-        if self._worker is not None:
-            await self._worker.stop()
-        if self._worker_task is not None:
+        if self._worker is not None and self._worker_task is not None:
+            # Upkeep loops sleep for up to their timers: end them now. Then the worker takes
+            # no new job, waits for running ones up to the grace, and cancels the rest.
+            for task in list(self._worker.tasks):
+                if task.get_name() != "process":
+                    task.cancel()
+            self._worker.event.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker_task
         await self._backend.disconnect()
