@@ -196,9 +196,9 @@ class _RedisBackend(RedisQueue):
                 job = await self._get_job_by_id(job_id)
             if job is None:
                 async with self.redis.pipeline(transaction=True) as pipe:
-                    await (
-                        pipe.lrem(self._active, 0, job_id).zrem(self._incomplete, job_id).execute()
-                    )
+                    pipe.lrem(self._active, 0, job_id)
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
                 swept.append(job_id)
             elif job.status != Status.ACTIVE or job.stuck:
                 log.info("job_swept", job=job.key, attempts=job.attempts)
