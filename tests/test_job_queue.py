@@ -19,6 +19,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from cli_support import tollhouse
 from conftest import make_settings
 from gen_support import GENERATE, REJECTED
 from llm_peer import LLMPeer
@@ -119,6 +120,12 @@ async def test_a_gateway_without_a_shared_queue_is_refused(tmp_path: Path) -> No
         create_app(
             make_settings(f"sqlite+aiosqlite:///{tmp_path}/t.db", tmp_path, job_queue="redis")
         )
+
+
+def test_the_worker_command_needs_the_shared_queue(tmp_path: Path) -> None:
+    refused = tollhouse("worker", home=tmp_path / "home")
+    assert refused.returncode == 2  # a configuration error
+    assert "set JOB_QUEUE=redis and REDIS_URL" in refused.stderr
 
 
 # --- SAQ on Redis --------------------------------------------------------------------------

@@ -104,6 +104,11 @@ def worker() -> None:
     """Run background jobs (generation runs, sweepers, purges) from the shared queue
     (JOB_QUEUE=redis); any number of workers may run. Serves no HTTP."""
     settings = load("create")
+    if settings.job_queue != "redis" or not settings.redis_url:
+        fail(
+            "tollhouse worker takes jobs from a shared queue: set JOB_QUEUE=redis and REDIS_URL "
+            "(with the default JOB_QUEUE=memory, `tollhouse serve` runs its own jobs)."
+        )
     from tollhouse import worker as jobs_worker
     from tollhouse.config import ConfigError
     from tollhouse.db import migrate as migrations

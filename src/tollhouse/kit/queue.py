@@ -204,7 +204,9 @@ class _RedisBackend(RedisQueue):
                 log.info("job_swept", job=job.key, attempts=job.attempts)
                 swept.append(job_id)
                 await self.abort(job, error=self.swept_error_message)
-                with contextlib.suppress(TimeoutError):
+                # A live worker gets `abort` seconds to give the job up; a dead one never does
+                # (RuntimeError: the aborted record expired meanwhile).
+                with contextlib.suppress(TimeoutError, RuntimeError):
                     await job.refresh(abort)
                 if job.retryable:
                     await self.retry(job, error=self.swept_error_message)
