@@ -60,13 +60,15 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/platform_api.py
 	$(VENV)/bin/python bench/proxy.py
 
-# N replicas behind nginx on this machine's PostgreSQL and Redis (README: Running at scale).
+# N replicas behind nginx and M job workers on this machine's PostgreSQL and Redis (README:
+# Running at scale).
 REPLICAS ?= 3
+WORKERS ?= 2
 CLUSTER_PORT ?= 8080
 cluster: $(VENV)/.synced
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 		(apt-get update && apt-get install -y --no-install-recommends nginx)
-	$(VENV)/bin/python -m tollhouse.cluster start --replicas $(REPLICAS) --port $(CLUSTER_PORT)
+	$(VENV)/bin/python -m tollhouse.cluster start --replicas $(REPLICAS) --workers $(WORKERS) --port $(CLUSTER_PORT)
 
 cluster-stop: $(VENV)/.synced
 	$(VENV)/bin/python -m tollhouse.cluster stop

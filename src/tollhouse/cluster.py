@@ -1,14 +1,19 @@
 """`make cluster`: the production topology from processes on this machine.
 
 nginx (the distribution's package) balances N `tollhouse serve` replicas that share this
-machine's PostgreSQL and Redis. Everything the cluster writes (nginx.conf, pid files, logs)
-lives in one run directory; `stop` ends exactly the processes `start` recorded there.
+machine's PostgreSQL and Redis; M `tollhouse worker` processes run the background jobs
+(generation runs, sweepers) from the shared queue, so the replicas serve with `--role
+gateway`. Everything the cluster writes (nginx.conf, pid files, logs) lives in one run
+directory; `stop` ends exactly the processes `start` recorded there.
 
-    python -m tollhouse.cluster start [--replicas 3] [--port 8080] [--first-replica-port 8101]
+    python -m tollhouse.cluster start [--replicas 3] [--workers 2] [--port 8080]
+                                      [--first-replica-port 8101]
     python -m tollhouse.cluster stop
 
 Settings come from the environment like `tollhouse serve`'s; DATABASE_URL and REDIS_URL
-default to a `tollhouse_cluster` database and Redis database 0 on localhost.
+default to a `tollhouse_cluster` database and Redis database 0 on localhost; with workers,
+JOB_QUEUE defaults to `redis` and JOB_QUEUE_NAME to the database's name (a queue's jobs
+name that database's rows, so two clusters on two databases never take each other's jobs).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +32,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import redis
 from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tollhouse_cluster"
@@ -125,41 +132,102 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} was not ready within {READY_WITHIN_SECONDS:.0f} s.")
 
 
+def _wait_worker(env: dict[str, str], process: subprocess.Popen[bytes]) -> None:
+    """Until the worker has registered on its queue (SAQ's worker info, under its pid)."""
+    key = f"saq:{env['JOB_QUEUE_NAME']}:worker_info:{socket.gethostname()}:{process.pid}"
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    deadline = time.monotonic() + READY_WITHIN_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"A worker exited ({process.returncode}); see its log.")
+            if client.exists(key):
+                return
+            time.sleep(0.2)  # a launcher polling a child, not a test
+    finally:
+        client.close()
+    raise SystemExit(f"A worker did not start within {READY_WITHIN_SECONDS:.0f} s.")
+
+
+def _launch(
+    run_dir: Path, name: str, command: list[str], env: dict[str, str], pids: list[str]
+) -> subprocess.Popen[bytes]:
+    """Start one process of the cluster, its output in `<name>.log`, its pid recorded."""
+    log = (run_dir / f"{name}.log").open("ab")
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        command,
+        env={**env, "REPLICA_NAME": name},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    pids.append(f"{name} {process.pid}")
+    (run_dir / "pids").write_text("\n".join(pids) + "\n")
+    return process
+
+
+def pids_of(run_dir: Path) -> dict[str, int]:
+    """The processes `start` recorded: name (replica-1, worker-2, …) → pid."""
+    pid_file = run_dir / "pids"
+    if not pid_file.exists():
+        return {}
+    return {
+        name: int(pid)
+        for name, pid in (line.split() for line in pid_file.read_text().split("\n") if line)
+    }
+
+
 def start(
     run_dir: Path,
     host: str,
     port: int,
     ports: Sequence[int],
     env: dict[str, str] | None = None,
+    workers: int = 2,
 ) -> None:
-    """nginx on `host:port` in front of one replica per port in `ports`; `env` (default:
-    this process's environment) is the replicas'."""
+    """nginx on `host:port` in front of one replica per port in `ports`, and `workers`
+    job workers; `env` (default: this process's environment) is theirs."""
     if (run_dir / "pids").exists():
         raise SystemExit(f"A cluster is running from {run_dir}: `make cluster-stop` first.")
     env = dict(os.environ if env is None else env)
     env.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
     env.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
+    env.setdefault("JOB_QUEUE_NAME", str(make_url(env["DATABASE_URL"]).database))
+    if workers:
+        env.setdefault("JOB_QUEUE", "redis")
+    # With workers the replicas only enqueue; without, each runs jobs itself.
+    role = "gateway" if workers else "all"
     asyncio.run(ensure_database(env["DATABASE_URL"]))
     subprocess.run(_tollhouse("migrate"), env=env, check=True)  # noqa: S603 - our own command
     run_dir.mkdir(parents=True, exist_ok=True)
     pids: list[str] = []
-    for index, replica_port in enumerate(ports, start=1):
-        log = (run_dir / f"replica-{index}.log").open("ab")
-        process = subprocess.Popen(  # noqa: S603 - our own command
-            _tollhouse("serve", "--host", "127.0.0.1", "--port", str(replica_port)),
-            env={**env, "REPLICA_NAME": f"replica-{index}"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    # All start at once (each takes seconds to import), then each is waited for.
+    started = [
+        _launch(run_dir, f"worker-{index}", _tollhouse("worker"), env, pids)
+        for index in range(1, workers + 1)
+    ]
+    replicas = [
+        _launch(
+            run_dir,
+            f"replica-{index}",
+            _tollhouse("serve", "--host", "127.0.0.1", "--port", str(replica_port), "--role", role),
+            env,
+            pids,
         )
-        pids.append(f"replica-{index} {process.pid}")
-        (run_dir / "pids").write_text("\n".join(pids) + "\n")
+        for index, replica_port in enumerate(ports, start=1)
+    ]
+    for process in started:
+        _wait_worker(env, process)
+    for replica_port, process in zip(ports, replicas, strict=True):
         _wait_ready(f"http://127.0.0.1:{replica_port}", process)
     conf = run_dir / "nginx.conf"
     conf.write_text(nginx_conf(run_dir, host, port, ports))
     nginx = [nginx_binary(), "-c", str(conf.resolve()), "-p", str(run_dir.resolve())]
     subprocess.run(nginx, check=True)  # noqa: S603 - the system's nginx, our config
-    print(f"Tollhouse: http://{host}:{port} → replicas on {list(ports)}; run dir {run_dir}")
+    print(
+        f"Tollhouse: http://{host}:{port} → replicas on {list(ports)}, {workers} workers; "
+        f"run dir {run_dir}"
+    )
 
 
 def stop(run_dir: Path) -> None:
@@ -185,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tollhouse.cluster")
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--first-replica-port", type=int, default=FIRST_REPLICA_PORT)
@@ -193,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.action == "start":
         first = args.first_replica_port
         ports = range(first, first + args.replicas)
-        start(args.run_dir, args.host, args.port, ports)
+        start(args.run_dir, args.host, args.port, ports, workers=args.workers)
     else:
         stop(args.run_dir)
 
