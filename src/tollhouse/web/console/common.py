@@ -19,6 +19,7 @@ from tollhouse.console.deps import Console
 from tollhouse.db.session import SessionDep
 from tollhouse.identity.caller import SESSION_COOKIE, identity_context
 from tollhouse.kit.errors import NotFound, TollhouseError
+from tollhouse.metering.meter import meter_of
 from tollhouse.tenancy import developers
 from tollhouse.tenancy import service as tenancy
 from tollhouse.tenancy.models import Project
@@ -65,6 +66,7 @@ async def console_page(request: Request, session: SessionDep) -> ConsolePage:
         pepper=context.pepper,
         settings=context.settings,
         identity=context,
+        meter=meter_of(request),
     )
     return ConsolePage(request, console, developer.email, developer.is_operator)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
@@ -78,7 +79,11 @@ async def _customer_page(
     except NotFound as exc:
         raise PageRefused(404, "Not found", "No such customer in this project.") from exc
     since = (utcnow() - timedelta(days=api.USAGE_DAYS - 1)).date()
-    series = await quota.daily_series(page.console.session, project.id, since, user_id)
+    meter = page.console.meter
+    unflushed = partial(meter.unflushed_days, project.id, since, user_id) if meter else None
+    series = await quota.daily_series(
+        page.console.session, project.id, since, user_id, unflushed=unflushed
+    )
     plans = sorted(await catalog.subscription_tier_slugs(page.console.session, project.id))
     return await show_project(
         page,
