@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from hosted_support import csrf_of, last_mail_link
 from platform_fixtures import database
 from stripe_peer import StripePeer
-from support import ADMIN_KEY, ClientFactory, app_of
+from support import ADMIN_KEY, ClientFactory
 from test_billing_stripe import stripe_settings
 from tollhouse.billing import inbox
 from tollhouse.identity.models import User
