@@ -13,8 +13,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Bytecode compiled once here (as the Containerfile does): where PYTHONDONTWRITEBYTECODE is
+# set, every `tollhouse` call would otherwise compile each module it imports from source.
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	$(VENV)/bin/python -m compileall -q src
 	@touch $@
 
 HOST ?= 127.0.0.1
@@ -55,15 +58,18 @@ bench: $(VENV)/.synced
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/interactions.py
 	$(VENV)/bin/python bench/platform_api.py
+	$(VENV)/bin/python bench/proxy.py
 	$(VENV)/bin/python bench/scale.py
 
-# N replicas behind nginx on this machine's PostgreSQL and Redis (README: Running at scale).
+# N replicas behind nginx and M job workers on this machine's PostgreSQL and Redis (README:
+# Running at scale).
 REPLICAS ?= 3
+WORKERS ?= 2
 CLUSTER_PORT ?= 8080
 cluster: $(VENV)/.synced
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 		(apt-get update && apt-get install -y --no-install-recommends nginx)
-	$(VENV)/bin/python -m tollhouse.cluster start --replicas $(REPLICAS) --port $(CLUSTER_PORT)
+	$(VENV)/bin/python -m tollhouse.cluster start --replicas $(REPLICAS) --workers $(WORKERS) --port $(CLUSTER_PORT)
 
 cluster-stop: $(VENV)/.synced
 	$(VENV)/bin/python -m tollhouse.cluster stop

@@ -106,7 +106,7 @@ def topology(run_dir: Path) -> Iterator[Topology]:
     single_dir.mkdir()
     nginx = [cluster.nginx_binary(), "-c", str(single_dir / "nginx.conf"), "-p", str(single_dir)]
     try:
-        processes = cluster.start(run_dir / "two", "127.0.0.1", both, ports, env)
+        processes = cluster.start(run_dir / "two", "127.0.0.1", both, ports, env, workers=0)
         (single_dir / "nginx.conf").write_text(
             cluster.nginx_conf(single_dir, "127.0.0.1", single, ports[:1])
         )

@@ -81,7 +81,8 @@ async def _split(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.Async
             make_settings(
                 database_url, tmp_path, billing_service_url=billing_url, **apple_settings()
             ),
-            "gateway",
+            # The gateway of the split, running its own jobs (`gateway` would need workers).
+            "all",
         )
         to_gateway.app = gateway
         async with (
@@ -187,7 +188,7 @@ async def test_the_gateway_says_when_the_billing_service_is_down(
         billing_timeout_seconds=2,
         **apple_settings(),
     )
-    gateway = create_app(settings, "gateway")
+    gateway = create_app(settings, "all")  # forwards billing: BILLING_SERVICE_URL is set
     async with (
         gateway.router.lifespan_context(gateway),
         httpx.AsyncClient(

@@ -17,10 +17,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from cli_support import tollhouse
+from cli_support import cli_env, tollhouse
 from support import ADMIN_KEY, PEPPER, SERVICE, resolve
 from tollhouse.cli import app as cli
 from tollhouse.config import Settings, load_settings
+from tollhouse.db import migrate
 from tollhouse.kit.logging import configure_logging
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +126,35 @@ def test_help_and_version_do_not_import_the_application() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_a_database_command_loads_neither_the_web_stack_nor_alembic(tmp_path: Path) -> None:
+    """What keeps `tollhouse users list` near the cost of importing SQLAlchemy itself."""
+    home = tmp_path / "home"
+    assert tollhouse("migrate", home=home).returncode == 0
+    probe = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from tollhouse.cli import app\n"
+        "result = CliRunner().invoke(app, ['users', 'list', '--json'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in ('fastapi', 'starlette', 'alembic', 'boto3', 'aiohttp',"
+        " 'stripe', 'jinja2', 'structlog') if m in sys.modules))\n"
+    )
+    loaded = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=cli_env(home),
+        cwd=tmp_path,
+    )
+    assert loaded.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_head_read_from_the_migration_files_is_alembics() -> None:
+    assert migrate._head_from_text() is not None
+    assert migrate.head_revision() == migrate._alembic_head()
 
 
 def test_env_example_is_current() -> None:

@@ -26,6 +26,7 @@ from tollhouse.cli import app as cli
 from tollhouse.config import load_settings
 from tollhouse.identity.models import User
 from tollhouse.kit.clock import utcnow
+from tollhouse.metering.models import UsageDaily
 from tollhouse.tenancy.models import AuditEntry, DeveloperToken, Project
 
 pytestmark = pytest.mark.anyio
@@ -559,6 +560,44 @@ async def test_end_users_and_their_plans(client: httpx.AsyncClient) -> None:
     usage = await client.get(f"{API}/projects/{project_id}/usage", headers=auth)
     assert usage.status_code == 200, usage.text
     assert (usage.json()["users"], usage.json()["daily"]) == ([], [])
+
+
+async def test_the_usage_chart_shows_counts_before_the_meter_flushes(
+    make_client: ClientFactory,
+) -> None:
+    # The periodic flush is pushed out of the way: what the chart shows must not wait for it.
+    client = await make_client(metering_flush_seconds=60)
+    meter = app_of(client).state.meter
+    moment = utcnow()
+    meter.clock = lambda: moment  # the day the units are counted on
+    auth = await signup(client)
+    created = await create_project(client, auth)
+    project_id = created["project"]["id"]
+    await create_tier(client, auth, project_id, name="Free", limit=100)
+    secret = {"Authorization": f"Bearer {created['secret_key']}"}
+    made = await client.post("/api/customers", headers=secret, json={"email": "u@example.com"})
+    customer = made.json()["customer"]["id"]
+    token = (await client.post(f"/api/customers/{customer}/token", headers=secret)).json()
+    end_user = {"X-Publishable-Key": created["publishable_key"], "X-Clerk-Token": token["token"]}
+    for _ in range(3):
+        used = await client.post("/api/data", headers=end_user)
+        assert used.status_code == 200, used.text
+    today = moment.date().isoformat()
+
+    async def chart() -> list[dict[str, Any]]:
+        usage = await client.get(f"{API}/projects/{project_id}/usage", headers=auth)
+        assert usage.status_code == 200, usage.text
+        daily: list[dict[str, Any]] = usage.json()["daily"]
+        return daily
+
+    assert await count(client, UsageDaily) == 0  # nothing flushed yet
+    assert await chart() == [{"day": today, "units": 3}]
+    assert (await client.get("/api/usage", headers=end_user)).json()["usageCount"] == 3
+    await meter.flush()
+    assert await count(client, UsageDaily) == 1
+    assert await chart() == [{"day": today, "units": 3}]  # the flushed units, not twice
+    await client.post("/api/data", headers=end_user)
+    assert await chart() == [{"day": today, "units": 4}]
 
 
 # --- promote ---------------------------------------------------------------------------------

@@ -8,86 +8,40 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
 from clockchain_peer import KEY as CLOCKCHAIN_KEY
 from clockchain_peer import ClockchainPeer
-from conftest import make_settings
+from gen_support import GENERATE, Gen, MakeGen
 from llm_peer import LLMPeer
-from llm_script import Script
 from scene_script import QUERY, script_scene
-from support import ADMIN_KEY, SERVICE, as_user, assert_error, resolve, serving
-from tollhouse.app import create_app
+from support import SERVICE, as_user, assert_error, resolve
 from tollhouse.generation import discovery_routes
 
 pytestmark = pytest.mark.anyio
 
-GENERATE = "/api/v1/timepoints/generate"
-ADMIN = {"X-Admin-Key": ADMIN_KEY}
-
-
-@dataclass
-class Api:
-    http: httpx.AsyncClient
-    app: FastAPI
-    script: Script
-
-    async def sync(self, headers: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
-        response = await self.http.post(GENERATE + "/sync", json=body, headers=headers)
-        assert response.status_code == 200, response.text
-        timepoint: dict[str, Any] = response.json()
-        return timepoint
-
-    async def moves(self, user: str) -> list[tuple[int, str]]:
-        response = await self.http.get("/api/v1/credits/history", headers=as_user(user))
-        assert response.status_code == 200, response.text
-        return [(r["amount"], r["type"]) for r in response.json() if r["type"] != "signup_bonus"]
-
-
-MakeApi = Callable[..., Awaitable[Api]]
-
 
 @pytest.fixture
-async def make_api(
-    database_url: str, tmp_path: Path, llm_peer: LLMPeer, clockchain_peer: ClockchainPeer
-) -> AsyncIterator[MakeApi]:
-    stack: list[tuple[Any, httpx.AsyncClient]] = []
+def make_api(make_gen: MakeGen, clockchain_peer: ClockchainPeer) -> MakeGen:
+    """gen_support's served app, with the clockchain peer configured unless told not to."""
 
-    async def factory(*, clockchain: bool = True, **overrides: Any) -> Api:
-        values: dict[str, Any] = {
-            "llm_base_url": llm_peer.openai_base_url,
-            "llm_api_key": "peer-key",
-            "llm_max_retries": 0,
-            "llm_retry_backoff_seconds": 0,
-        }
+    async def factory(*, clockchain: bool = True, **overrides: Any) -> Gen:
+        values: dict[str, Any] = {}
         if clockchain:
-            values |= {
+            values = {
                 "clockchain_service_url": clockchain_peer.url,
                 "clockchain_service_key": CLOCKCHAIN_KEY,
             }
-        app = create_app(make_settings(database_url, tmp_path, **(values | overrides)))
-        server = serving(app)
-        url = await server.__aenter__()
-        http = httpx.AsyncClient(base_url=url, timeout=30)
-        stack.append((server, http))
-        return Api(http, app, llm_peer.script)
+        return await make_gen(**(values | overrides))
 
-    yield factory
-    for server, http in reversed(stack):
-        await http.aclose()
-        await server.__aexit__(None, None, None)
+    return factory
 
 
 @pytest.fixture
-async def api(make_api: MakeApi, llm_peer: LLMPeer) -> Api:
+async def api(make_api: MakeGen, llm_peer: LLMPeer) -> Gen:
     script_scene(llm_peer.script)
     return await make_api()
 
@@ -95,7 +49,7 @@ async def api(make_api: MakeApi, llm_peer: LLMPeer) -> Api:
 # --- presets, fields, provenance, progress ----------------------------------------------------
 
 
-async def test_new_presets_run_at_their_price_and_an_unknown_one_is_422(api: Api) -> None:
+async def test_new_presets_run_at_their_price_and_an_unknown_one_is_422(api: Gen) -> None:
     user = await resolve(api.http, "presets")
     unknown = await api.http.post(
         GENERATE, json={"query": QUERY, "preset": "ultra"}, headers=as_user(user)
@@ -117,7 +71,7 @@ async def test_new_presets_run_at_their_price_and_an_unknown_one_is_422(api: Api
     assert await api.moves(user) == [(-5, "generation"), (-5, "generation")]
 
 
-async def test_full_responses_carry_what_clients_read(api: Api) -> None:
+async def test_full_responses_carry_what_clients_read(api: Gen) -> None:
     body = await api.sync(SERVICE, {"query": QUERY})
     assert body["grounding"]["grounding_confidence"] == 0.95
     assert body["grounding"]["verified_year"] == 1969
@@ -129,7 +83,7 @@ async def test_full_responses_carry_what_clients_read(api: Api) -> None:
 
 
 async def test_provenance_and_status_say_what_really_runs(
-    make_api: MakeApi, llm_peer: LLMPeer
+    make_api: MakeGen, llm_peer: LLMPeer
 ) -> None:
     script_scene(llm_peer.script)
     api = await make_api(llm_model="qwen/qwen3-32b")
@@ -144,7 +98,7 @@ async def test_provenance_and_status_say_what_really_runs(
     assert {call.model for call in api.script.calls} == {"qwen/qwen3-32b"}
 
 
-async def test_stream_progress_never_goes_backwards(api: Api) -> None:
+async def test_stream_progress_never_goes_backwards(api: Gen) -> None:
     response = await api.http.post(GENERATE + "/stream", json={"query": QUERY}, headers=SERVICE)
     assert response.status_code == 200
     frames = [
@@ -169,7 +123,7 @@ def _tdf_hash(payload: dict[str, Any]) -> str:
 
 
 async def test_tdf_and_export_respect_visibility_and_the_clockchain_takes_the_record(
-    api: Api, clockchain_peer: ClockchainPeer
+    api: Gen, clockchain_peer: ClockchainPeer
 ) -> None:
     owner = await resolve(api.http, "exporter")
     other = await resolve(api.http, "onlooker")
@@ -217,7 +171,7 @@ async def test_tdf_and_export_respect_visibility_and_the_clockchain_takes_the_re
     assert clockchain_peer.ingested[0].payload == record["payload"]
 
 
-async def test_write_blob_and_unfinished_exports(api: Api) -> None:
+async def test_write_blob_and_unfinished_exports(api: Gen) -> None:
     made = await api.sync(SERVICE, {"query": QUERY, "write_blob": True})
     assert made["blob_path"] == f"timepoints/{made['id']}/tdf.json"
     assert await api.app.state.generation.storage.get(made["blob_path"]) is not None
@@ -268,7 +222,21 @@ REMOTE = [
 ]
 
 
-async def test_models_offline_from_configuration_then_from_the_providers(api: Api) -> None:
+async def test_image_models_are_listed_as_the_provider_serves_images(
+    make_api: MakeGen,
+) -> None:
+    """A compatible server with LLM_MODEL and LLM_IMAGE_MODEL is sent the image model for
+    image calls: the listing says so (it used to name the text model for every image)."""
+    api = await make_api(llm_model="local-text", llm_image_model="local-image")
+    listed = (await api.http.get("/api/v1/models", headers=SERVICE)).json()["models"]
+    served = {
+        (m["capabilities"][0], m["served_as"]) for m in listed if m["provider"] == "compatible"
+    }
+    assert {capability for capability, _ in served} == {"text", "image"}
+    assert served == {("text", "local-text"), ("image", "local-image")}
+
+
+async def test_models_offline_from_configuration_then_from_the_providers(api: Gen) -> None:
     listed = (await api.http.get("/api/v1/models", headers=SERVICE)).json()
     ids = {model["id"] for model in listed["models"]}
     assert {"google/gemini-2.5-flash", "anthropic/claude-opus-4.8"} <= ids
@@ -322,7 +290,7 @@ async def test_models_offline_from_configuration_then_from_the_providers(api: Ap
 
 
 async def test_eval_compares_in_parallel_is_operator_only_and_charges_only_answers(
-    api: Api,
+    api: Gen,
 ) -> None:
     api.script.respond("text", "Armstrong landed Eagle by hand.")
     user = await resolve(api.http, "evaluator")
@@ -382,7 +350,7 @@ async def test_eval_compares_in_parallel_is_operator_only_and_charges_only_answe
 
 
 async def test_entity_search_goes_to_the_clockchain_and_is_empty_without_it(
-    make_api: MakeApi, clockchain_peer: ClockchainPeer
+    make_api: MakeGen, clockchain_peer: ClockchainPeer
 ) -> None:
     api = await make_api()
     user = await resolve(api.http, "searcher")
@@ -417,7 +385,7 @@ async def test_entity_search_goes_to_the_clockchain_and_is_empty_without_it(
 
 
 async def test_content_comes_from_stored_public_scenes_and_the_clockchain(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    api: Gen, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     user = await resolve(api.http, "curator")
     public = await api.sync(as_user(user), {"query": QUERY, "generate_image": True})
@@ -440,7 +408,7 @@ async def test_content_comes_from_stored_public_scenes_and_the_clockchain(
 
 
 async def test_regrounding_is_a_background_task_with_a_status(
-    api: Api, make_api: MakeApi, clockchain_peer: ClockchainPeer
+    api: Gen, make_api: MakeGen, clockchain_peer: ClockchainPeer
 ) -> None:
     url = "/api/v1/internal/entities/fig_armstrong/reground"
     user = await resolve(api.http, "not-a-service")

@@ -96,3 +96,21 @@ async def test_past_the_bound_requests_are_shed_at_once(make_client: ClientFacto
     release.set()
     assert [(await task).status_code for task in held] == [200, 200]
     assert (await client.get("/test/slow")).status_code == 200  # room again
+
+
+async def test_gw_takes_the_lean_path_with_the_routers_answers(client: httpx.AsyncClient) -> None:
+    """`/gw/…` is served under its prefix (kit/hot_routes.py): the app-wide NUL refusal runs
+    first, a refusal keeps the route template in the metrics, and what the route's pattern
+    or methods do not take gets the router's own answer."""
+    nul = await client.get("/gw/prj_x/a%00b")
+    assert_error(nul, 422, "validation_error")
+    assert_error(await client.get("/gw/prj_x/ping"), 401, "authentication_required")
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/gw/{project_id}/{path:path}"' in metrics
+    # Not the pattern (no path after the project): the router's redirect to the slash form.
+    unfit = await client.get("/gw/prj_x")
+    assert (unfit.status_code, unfit.headers["location"]) == (
+        307,
+        "http://tollhouse.test/gw/prj_x/",
+    )
+    assert_error(await client.request("TRACE", "/gw/prj_x/ping"), 405, "method_not_allowed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,9 +14,10 @@ import pytest
 from sqlalchemy import select, update
 
 from jwks_server import JwksServer, claims, new_key
-from support import SERVICE, ClientFactory, app_of, assert_error, resolve, token_pair
+from support import PEPPER, SERVICE, ClientFactory, app_of, assert_error, resolve, token_pair
 from tollhouse.identity.models import ErasedIdentity, RefreshToken, User
 from tollhouse.kit.clock import utcnow
+from tollhouse.kit.crypto import keyed_hash
 
 pytestmark = pytest.mark.anyio
 
@@ -356,14 +358,47 @@ async def test_erasure_forgets_the_person_and_keeps_the_row(client: httpx.AsyncC
     )
     assert balance.json() == {"balance": 0, "lifetime_earned": 0, "lifetime_spent": 0}
     [tombstone] = await stored_tombstones(client)
-    assert tombstone.external_id_hash != "forget-me"
-    assert len(tombstone.external_id_hash) == 64
+    # Keyed with the server pepper: a database dump cannot confirm a guessed external id.
+    assert tombstone.external_id_hash == keyed_hash(PEPPER, erased_id(row.project_id, "forget-me"))
+    assert tombstone.external_id_hash != plain_sha256(row.project_id, "forget-me")
     # Another id (never erased) still gets the bonus.
     await resolve(client, "someone-else")
     other = await client.get(
         "/api/v1/credits/balance", headers={**SERVICE, "X-User-ID": "someone-else"}
     )
     assert other.json()["balance"] == 50
+
+
+def erased_id(project_id: str, external_id: str) -> str:
+    return f"tollhouse-erased\0{project_id}\0{external_id}"
+
+
+def plain_sha256(project_id: str, external_id: str) -> str:
+    """How tombstones were written before they were keyed."""
+    return hashlib.sha256(erased_id(project_id, external_id).encode()).hexdigest()
+
+
+async def test_a_tombstone_written_unkeyed_still_refuses_a_second_bonus(
+    client: httpx.AsyncClient,
+) -> None:
+    first = await resolve(client, "erased-long-ago")
+    pair = await token_pair(client, first)
+    assert (
+        await client.delete("/api/v1/users/me", headers=bearer(pair["access_token"]))
+    ).status_code == 200
+    [tombstone] = await stored_tombstones(client)
+    async with app_of(client).state.database.session() as session:
+        # As an older release left it: the unkeyed SHA-256 of the same id.
+        await session.execute(
+            update(ErasedIdentity).values(
+                external_id_hash=plain_sha256(tombstone.project_id, "erased-long-ago")
+            )
+        )
+    await resolve(client, "erased-long-ago")
+    balance = await client.get(
+        "/api/v1/credits/balance", headers={**SERVICE, "X-User-ID": "erased-long-ago"}
+    )
+    assert balance.json()["lifetime_earned"] == 0
 
 
 async def stored_tombstones(client: httpx.AsyncClient) -> list[ErasedIdentity]:

@@ -15,7 +15,7 @@ from typing import Literal
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from platform_fixtures import end_user, new_project
@@ -111,6 +111,33 @@ async def test_one_process_counts_exactly_to_the_limit_under_200_calls(
     assert await stored_count(world) == 10
     async with world.db.session() as session:
         assert await quota.daily_series(session, world.project_id, T0.date()) == [(T0.date(), 10)]
+
+
+async def test_leases_in_flight_never_refuse_a_call_under_the_limit(
+    make_meter: MakeMeter, world: World
+) -> None:
+    """Limit 50, leases of 20: a call that finds the durable counter full while another
+    request's lease (not committed yet) still holds unused units waits for that lease and is
+    served from it. So 50 concurrent calls all succeed (none refused at the edge), and of
+    200 more exactly none; then of 200 concurrent calls on a fresh user, exactly 50."""
+    async with world.db.engine.begin() as connection:
+        await connection.execute(
+            update(Tier)
+            .where(Tier.project_id == world.project_id, Tier.slug == "ten")
+            .values(limit=50)
+        )
+    meter = make_meter(lease_units=20)
+    succeeded = await burst([meter], world, 50)
+    assert sorted(u.count for u in succeeded) == list(range(1, 51))
+    assert await burst([meter], world, 200) == []
+    others = await asyncio.gather(
+        *(tracked(meter, world, "ten", user=world.bob) for _ in range(200)),
+        return_exceptions=True,
+    )
+    assert sorted(u.count for u in others if isinstance(u, Usage)) == list(range(1, 51))
+    assert sum(isinstance(u, QuotaExceeded) for u in others) == 150
+    await meter.flush()
+    assert await stored_count(world) == 50
 
 
 async def test_two_processes_never_pass_the_limit_together(

@@ -21,7 +21,8 @@ from support import PinnedClock, pinned_metering_caches
 from tollhouse.catalog.models import Tier
 from tollhouse.db.engine import Database
 from tollhouse.identity.models import User
-from tollhouse.kit.errors import TollhouseError, install_error_handlers
+from tollhouse.kit.error_handlers import install_error_handlers
+from tollhouse.kit.errors import TollhouseError
 from tollhouse.metering import quota
 from tollhouse.metering.errors import QuotaExceeded, RateLimited, UnknownPlan
 from tollhouse.metering.models import UsageCounter

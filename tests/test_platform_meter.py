@@ -20,6 +20,7 @@ from tollhouse.billing import platform_plan
 from tollhouse.billing.stripe.client import StripeGateway
 from tollhouse.billing.stripe.errors import StripeFailure
 from tollhouse.config import Settings
+from tollhouse.kit.queue import InProcessQueue
 from tollhouse.tenancy.models import Platform, Project
 
 pytestmark = pytest.mark.anyio
@@ -165,8 +166,9 @@ async def test_one_platforms_failure_does_not_stop_the_others(
 async def test_the_job_runs_only_when_the_plan_is_offered() -> None:
     def names(**values: Any) -> list[str]:
         settings = Settings(_env_file=None, **values)
-        jobs = wiring.background_jobs(settings, database=None)  # type: ignore[arg-type]
-        return [name for name, _, _ in jobs._jobs]
+        queue = InProcessQueue()
+        wiring.periodic_jobs(queue, settings, database=None)  # type: ignore[arg-type]
+        return queue.periodic_names
 
     assert "report_platform_usage" in names(platform_price_id="price_1")
     assert "report_platform_usage" not in names()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,12 @@ class Recorder:
 
     async def handle(self, request: Request) -> Response:
         self.seen.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/stream":  # no Content-Length: relayed as it arrives
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield b"ok"
+
+            return StreamingResponse(chunks())
         return Response("ok")
 
 
@@ -310,12 +316,29 @@ async def test_an_evicted_origin_closes_only_after_its_responses(plain: Recorder
     pool = UpstreamPool(Timeouts(), allow_private=True, max_origins=1, grace_seconds=0)
     try:
         first = pool.for_origin(plain.url)
-        request = _get("/s")
-        response = await first.forward(request, prepare(request, "/s"))
+        request = _get("/stream")
+        response = await first.forward(request, prepare(request, "/stream"))
         assert isinstance(response, StreamingResponse)
         pool.for_origin("https://other.example/")  # evicts `first` while its answer is open
         assert not await _closed(first, within=0.2)
         assert [chunk async for chunk in response.body_iterator] == [b"ok"]
+        assert await _closed(first)
+    finally:
+        await pool.close()
+    assert plain.seen == ["GET /stream"]
+
+
+async def test_a_small_answer_is_read_whole_and_frees_its_origin_at_once(
+    plain: Recorder,
+) -> None:
+    pool = UpstreamPool(Timeouts(), allow_private=True, max_origins=1, grace_seconds=0)
+    try:
+        first = pool.for_origin(plain.url)
+        request = _get("/s")
+        response = await first.forward(request, prepare(request, "/s"))
+        assert not isinstance(response, StreamingResponse)
+        assert response.body == b"ok"
+        pool.for_origin("https://other.example/")  # nothing of `first` is still open
         assert await _closed(first)
     finally:
         await pool.close()

@@ -2,8 +2,10 @@
 
 Roles (`tollhouse serve --role`): `all` and `gateway` serve everything, with billing
 in-process unless BILLING_SERVICE_URL names a billing process to forward /api/v1/billing/*
-to; `billing` serves billing's routes (public and /internal/billing/*) and reaches the ledger
-through the gateway's /internal/credits/* at GATEWAY_INTERNAL_URL.
+to; `all` also runs background jobs (generation runs, sweepers), `gateway` only enqueues
+them for `tollhouse worker` (it needs JOB_QUEUE=redis); `billing` serves billing's routes
+(public and /internal/billing/*) and reaches the ledger through the gateway's
+/internal/credits/* at GATEWAY_INTERNAL_URL.
 """
 
 from __future__ import annotations
@@ -38,12 +40,13 @@ from tollhouse.interactions import privacy as _interaction_privacy  # noqa: F401
 from tollhouse.interactions import routes as interaction_routes
 from tollhouse.kit.cors import CORSMiddleware
 from tollhouse.kit.drain import Drain
-from tollhouse.kit.errors import install_error_handlers
+from tollhouse.kit.error_handlers import install_error_handlers
 from tollhouse.kit.hot_routes import HotRoutes
 from tollhouse.kit.input_guards import refuse_nul_characters
 from tollhouse.kit.logging import configure_logging
 from tollhouse.kit.metrics import HttpMetrics
 from tollhouse.kit.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from tollhouse.kit.queue import JobQueue
 from tollhouse.kit.shedding import LoadShedding
 from tollhouse.ledger import routes as ledger_routes
 from tollhouse.mcp.server import PATH as MCP_PATH
@@ -54,6 +57,7 @@ from tollhouse.platform_api import oauth as platform_oauth
 from tollhouse.platform_api import operator as platform_operator
 from tollhouse.platform_api import routes as platform_routes
 from tollhouse.temporal import routes as temporal_routes
+from tollhouse.upstreams import hot as upstream_hot
 from tollhouse.upstreams import routes as upstream_routes
 from tollhouse.web import docs as web_docs
 from tollhouse.web import routes as web_routes
@@ -78,6 +82,17 @@ def _billing_key(settings: Settings, needed_by: str) -> str:
     if key is None:
         raise ConfigError(f"{needed_by} needs BILLING_API_KEY.")
     return key
+
+
+def app_queue(settings: Settings, role: Role) -> JobQueue:
+    """The job queue; `gateway` runs no jobs, so it needs one that workers share."""
+    queue = wiring.job_queue(settings)
+    if role == "gateway" and not queue.shared:
+        raise ConfigError(
+            "--role gateway runs no background jobs: set JOB_QUEUE=redis (and REDIS_URL) and "
+            "run `tollhouse worker`, or serve with --role all."
+        )
+    return queue
 
 
 def create_app(
@@ -106,6 +121,7 @@ def create_app(
         pool_pre_ping=settings.database_pool_pre_ping,
     )
     metrics = HttpMetrics(settings.replica_name)
+    queue = app_queue(settings, role)
     mcp = McpEndpoint() if role != "billing" else None
 
     @asynccontextmanager
@@ -148,19 +164,20 @@ def create_app(
         generation = None
         if role != "billing":
             generation = app.state.generation = wiring.generations(
-                settings, database, metrics.registry
+                settings, database, metrics.registry, queue
             )
         app.state.meter = wiring.meter(settings, database)
-        jobs = wiring.background_jobs(
-            settings, database, generation, app.state.assets, app.state.meter
-        )
+        wiring.periodic_jobs(queue, settings, database, generation, app.state.assets)
         key_usage = app.state.identity.key_usage
 
         async def record_key_usage() -> None:  # every second: not worth a log line each time
             await key_usage.flush(database)
 
-        jobs.every(settings.key_usage_flush_seconds, "record_key_usage", record_key_usage)
+        jobs = wiring.process_jobs(settings, app.state.meter, record_key_usage)
         jobs.start()
+        # `gateway` only enqueues: `tollhouse worker` processes run the jobs (and billing's
+        # periodic jobs run where the gateway's do).
+        await queue.start(run_jobs=role == "all")
         drain: Drain = app.state.drain
         restore_sigterm = drain.on_sigterm()
         if generation is not None:
@@ -180,6 +197,7 @@ def create_app(
                     async with asyncio.timeout(settings.drain_timeout_seconds):
                         await generation.finish_runs()
             await mcp_running.aclose()
+            await queue.stop()
             await jobs.stop()
             await key_usage.flush(database)
             await app.state.meter.close()
@@ -227,8 +245,13 @@ def create_app(
     app.add_api_route("/api/v1/openapi.json", lambda: app.openapi(), include_in_schema=False)
 
     # Added innermost first: CORS ends up outermost, so preflights never reach auth.
-    if role != "billing":  # the metered Platform API calls, without the router's scan
-        app.add_middleware(HotRoutes, routes=platform_hot.ROUTES)
+    if role != "billing":  # the metered calls (Platform API, /gw), without the router's scan
+        app.add_middleware(
+            HotRoutes,
+            routes=platform_hot.ROUTES,
+            prefixes=upstream_hot.PREFIXES,
+            guards=[refuse_nul_characters],
+        )
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from tollhouse import __version__
 from tollhouse.commands import ledger, operations, people, platforms, sandbox, server
 
 app = typer.Typer(
@@ -24,6 +23,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from tollhouse import __version__
+
         typer.echo(f"tollhouse {__version__}")
         raise typer.Exit()
 

@@ -7,6 +7,7 @@ user-created hooks), so no domain imports one above it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import structlog
@@ -36,6 +37,7 @@ from tollhouse.kit.clock import utcnow
 from tollhouse.kit.invalidation import Invalidation
 from tollhouse.kit.jobs import PeriodicJobs
 from tollhouse.kit.mail import Mailer, OutboxMailer, SmtpMailer
+from tollhouse.kit.queue import JobQueue, job_queue_from_settings
 from tollhouse.kit.storage import storage_from_settings
 from tollhouse.kit.ttl_cache import TTLCache
 from tollhouse.ledger import service as ledger
@@ -62,6 +64,7 @@ async def home_project_id(session: AsyncSession, settings: Settings) -> str:
 def identity_context(settings: Settings, home: str) -> IdentityContext:
     key_cache: TTLCache[str, KeyMatch] = TTLCache()
     user_cache = UserCache(settings.caller_cache_seconds)
+    pepper = settings.secret("tollhouse_secret_pepper") or ""
     return IdentityContext(
         settings=settings,
         issuers=IssuerRegistry(
@@ -73,14 +76,14 @@ def identity_context(settings: Settings, home: str) -> IdentityContext:
         home_project_id=home,
         token_settings=TokenSettings.from_settings(settings),
         user_cache=user_cache,
-        end_user_signer=EndUserSigner(settings.secret("tollhouse_secret_pepper") or ""),
+        end_user_signer=EndUserSigner(pepper),
         project_issuers=ProjectIssuers(
             cache_seconds=settings.jwks_cache_seconds,
             timeout_seconds=settings.jwks_timeout_seconds,
             cooldown=settings.jwks_refetch_cooldown_seconds,
         ),
         key_cache=key_cache,
-        user_created_hooks=(signup_grant(settings.signup_credits),),
+        user_created_hooks=(signup_grant(settings.signup_credits, pepper),),
         invalidation=cache_invalidation(settings, key_cache, user_cache),
     )
 
@@ -161,9 +164,25 @@ async def purge_deleted_assets(database: Database, context: AssetContext) -> int
         return await assets.purge(session, context.storage)
 
 
-def generations(settings: Settings, database: Database, registry: CollectorRegistry) -> Generations:
+def job_queue(settings: Settings) -> JobQueue:
+    """This process's tasks (JOB_QUEUE=memory) or SAQ's Redis queue (JOB_QUEUE=redis)."""
+    try:
+        return job_queue_from_settings(
+            settings.job_queue,
+            settings.redis_url,
+            settings.job_queue_name,
+            heartbeat_seconds=settings.job_heartbeat_seconds,
+            shutdown_grace_seconds=settings.drain_timeout_seconds,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def generations(
+    settings: Settings, database: Database, registry: CollectorRegistry, queue: JobQueue
+) -> Generations:
     """Scene generation: LLM providers (their metrics in `registry`), the event bus (Redis
-    when REDIS_URL is set), image storage, callbacks."""
+    when REDIS_URL is set), image storage, callbacks; runs are jobs on `queue`."""
     return Generations(
         settings,
         database,
@@ -180,6 +199,7 @@ def generations(settings: Settings, database: Database, registry: CollectorRegis
             backoff_seconds=settings.callback_backoff_seconds,
             timeout_seconds=settings.callback_timeout_seconds,
         ),
+        queue,
     )
 
 
@@ -223,20 +243,12 @@ async def grant_subscription_months(database: Database, catalogue: Catalogue) ->
         return apple + await stripe_purchases.grant_due_months(session, catalogue, now)
 
 
-def background_jobs(
-    settings: Settings,
-    database: Database,
-    generation: Generations | None = None,
-    asset_storage: AssetContext | None = None,
-    usage_meter: Meter | None = None,
+def process_jobs(
+    settings: Settings, usage_meter: Meter | None, flush_key_usage: Callable[[], Awaitable[None]]
 ) -> PeriodicJobs:
+    """What every serving process flushes of its own memory (counts, key usage), whatever its
+    role: these never go on the shared queue."""
     jobs = PeriodicJobs()
-    if asset_storage is not None:
-        jobs.every(
-            settings.hold_sweep_interval_seconds,
-            "purge_deleted_assets",
-            lambda: purge_deleted_assets(database, asset_storage),
-        )
     if usage_meter is not None:
         meter = usage_meter
 
@@ -244,35 +256,54 @@ def background_jobs(
             await meter.flush()
 
         jobs.every(settings.metering_flush_seconds, "flush_usage", flush_usage)
+    jobs.every(settings.key_usage_flush_seconds, "record_key_usage", flush_key_usage)
+    return jobs
+
+
+def periodic_jobs(
+    queue: JobQueue,
+    settings: Settings,
+    database: Database,
+    generation: Generations | None = None,
+    asset_storage: AssetContext | None = None,
+) -> None:
+    """Sweepers, purges and grants: on the job queue, so they run once per period wherever
+    its workers are (they settle rows with conditional statements, so even two runs at once
+    would release nothing twice)."""
+    if asset_storage is not None:
+        queue.every(
+            settings.hold_sweep_interval_seconds,
+            "purge_deleted_assets",
+            lambda: purge_deleted_assets(database, asset_storage),
+        )
     if generation is not None:
-        jobs.every(
+        queue.every(
             settings.hold_sweep_interval_seconds,
             "fail_abandoned_generations",
             generation.sweep_abandoned,
         )
-        jobs.every(
+        queue.every(
             settings.hold_sweep_interval_seconds, "purge_deleted_images", generation.purge_images
         )
-    jobs.every(
+    queue.every(
         settings.hold_sweep_interval_seconds,
         "release_expired_holds",
         lambda: sweep_expired_holds(database),
     )
-    jobs.every(
+    queue.every(
         settings.hold_sweep_interval_seconds,
         "release_expired_orders",
         lambda: sweep_expired_orders(database),
     )
-    jobs.every(3600, "purge_idempotency_records", lambda: purge_idempotency_records(database))
-    jobs.every(
+    queue.every(3600, "purge_idempotency_records", lambda: purge_idempotency_records(database))
+    queue.every(
         settings.subscription_grant_interval_seconds,
         "grant_yearly_subscription_months",
         lambda: grant_subscription_months(database, Catalogue.from_settings(settings)),
     )
     if settings.platform_price_id:
-        jobs.every(
+        queue.every(
             settings.platform_meter_interval_seconds,
             "report_platform_usage",
             lambda: report_platform_usage(database, settings),
         )
-    return jobs

@@ -34,6 +34,11 @@ tiers_app = typer.Typer(
     help="Tiers (subscriptions) and products of projects.",
     no_args_is_help=True,
 )
+operators_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Operator accounts: console sign-ins that may open the operator pages.",
+    no_args_is_help=True,
+)
 ProjectOption = Annotated[str, typer.Option("--project", help="The project's id (prj_…).")]
 
 
@@ -284,7 +289,82 @@ def audit_log(
     emit(run(work, needs_secrets=False), as_json=json_output, title="Audit log")
 
 
+@operators_app.command("add")
+def operators_add(
+    email: str,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            help="Creates the account when EMAIL has none (at least 10 characters); "
+            "an existing account keeps its password.",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Make EMAIL's console account an operator (creating it with --password if needed); it
+    signs in at /console/signin and opens /console/operator."""
+    from tollhouse.tenancy import developers
+    from tollhouse.tenancy import service as tenancy
+
+    async def work(session: AsyncSession, _home: str, _settings: Settings) -> dict[str, Any]:
+        developer = await developers.developer_by_email(session, email)
+        created = developer is None
+        if developer is None:
+            if password is None:
+                fail(f"{email} has no console account: pass --password to create one.", 2)
+            developer = await developers.sign_up(session, email, password)
+        await developers.set_operator(session, developer, True)
+        await tenancy.record(
+            session,
+            developer.platform_id,
+            "operator.add",
+            developer_id=developer.id,
+            detail={**CLI_AUDIT, "created": created},
+        )
+        return {"email": developer.email, "developer_id": developer.id, "created": created}
+
+    emit([run(work)], as_json=json_output, title="Operator added")
+
+
+@operators_app.command("remove")
+def operators_remove(email: str, json_output: JsonOption = False) -> None:
+    """EMAIL's account stays a developer account, without the operator pages."""
+    from tollhouse.tenancy import developers
+    from tollhouse.tenancy import service as tenancy
+
+    async def work(session: AsyncSession, _home: str, _settings: Settings) -> dict[str, Any]:
+        developer = await developers.developer_by_email(session, email)
+        if developer is None:
+            fail(f"{email} has no console account.", 1)
+        await developers.set_operator(session, developer, False)
+        await tenancy.record(
+            session,
+            developer.platform_id,
+            "operator.remove",
+            developer_id=developer.id,
+            detail=CLI_AUDIT,
+        )
+        return {"email": developer.email, "operator": False}
+
+    emit([run(work)], as_json=json_output, title="Operator removed")
+
+
+@operators_app.command("list")
+def operators_list(json_output: JsonOption = False) -> None:
+    """Every operator account."""
+    from tollhouse.tenancy import developers
+
+    async def work(session: AsyncSession, _home: str, _s: Settings) -> list[dict[str, Any]]:
+        return [
+            {"email": d.email, "developer_id": d.id, "last_login_at": _when(d.last_login_at)}
+            for d in await developers.operators(session)
+        ]
+
+    emit(run(work), as_json=json_output, title="Operators")
+
+
 def register(app: typer.Typer) -> None:
+    app.add_typer(operators_app, name="operators")
     app.add_typer(platform_app, name="platform")
     app.add_typer(projects_app, name="projects")
     app.add_typer(keys_app, name="keys")

@@ -54,8 +54,9 @@ def serve(
     role: Annotated[
         Role,
         typer.Option(
-            help="all: everything (billing in-process unless BILLING_SERVICE_URL); gateway: "
-            "the same, for a split deployment; billing: the billing service alone."
+            help="all: everything, background jobs too (billing in-process unless "
+            "BILLING_SERVICE_URL); gateway: the API without background jobs (JOB_QUEUE=redis, "
+            "run by `tollhouse worker`); billing: the billing service alone."
         ),
     ] = "all",
 ) -> None:
@@ -107,6 +108,32 @@ def serve(
     serving.run(host, port, workers, **options)
 
 
+def worker() -> None:
+    """Run background jobs (generation runs, sweepers, purges) from the shared queue
+    (JOB_QUEUE=redis); any number of workers may run. Serves no HTTP."""
+    settings = load("create")
+    if settings.job_queue != "redis" or not settings.redis_url:
+        fail(
+            "tollhouse worker takes jobs from a shared queue: set JOB_QUEUE=redis and REDIS_URL "
+            "(with the default JOB_QUEUE=memory, `tollhouse serve` runs its own jobs)."
+        )
+    from tollhouse import worker as jobs_worker
+    from tollhouse.config import ConfigError
+    from tollhouse.db import migrate as migrations
+
+    try:
+        current = migrations.is_up_to_date(settings.effective_database_url)
+    except database_errors() as exc:
+        database_unreachable(settings, exc)
+    if not current:
+        fail("The database is not at the latest migration: run `tollhouse migrate`.")
+    typer.echo(f"Tollhouse worker on queue {settings.job_queue_name} (SAQ on REDIS_URL)")
+    try:
+        jobs_worker.run(settings)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
 def migrate(json_output: JsonOption = False) -> None:
     """Bring the database to the latest schema and say which migrations ran."""
     settings = load("skip")
@@ -128,4 +155,5 @@ def migrate(json_output: JsonOption = False) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command()(serve)
+    app.command()(worker)
     app.command()(migrate)

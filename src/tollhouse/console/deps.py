@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tollhouse.config import Settings
 from tollhouse.db.session import SessionDep
 from tollhouse.identity.caller import DeveloperCaller, IdentityContext, identity_context
+from tollhouse.metering.meter import Meter, meter_of
 from tollhouse.tenancy import service as tenancy
 from tollhouse.tenancy.models import Project
 
@@ -35,6 +36,8 @@ class Console:
     pepper: str
     settings: Settings
     identity: IdentityContext
+    # The app's quota meter: usage charts add its counts not yet flushed to the database.
+    meter: Meter | None = None
 
     def forget_key(self, key_id: str) -> None:
         """No process trusts a rolled or revoked key once this request commits."""
@@ -65,6 +68,7 @@ async def _console(request: Request, caller: DeveloperCaller, session: SessionDe
         pepper=pepper_of(request),
         settings=settings_of(request),
         identity=identity_context(request),
+        meter=meter_of(request),
     )
 
 

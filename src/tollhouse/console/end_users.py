@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
 from tollhouse.catalog import service as catalog
@@ -16,6 +17,8 @@ from tollhouse.console.schemas import (
     EndUserOut,
     EndUserPage,
     EndUserUpdate,
+    Headroom,
+    HeadroomResponse,
     UsageResponse,
     UserUsage,
 )
@@ -23,7 +26,9 @@ from tollhouse.identity import service as identity
 from tollhouse.identity.models import User
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.errors import NotFound, ValidationFailed
-from tollhouse.metering import quota
+from tollhouse.metering import plans, quota
+from tollhouse.metering.errors import UnknownPlan
+from tollhouse.metering.meter import Meter, meter_of
 from tollhouse.metering.models import UsageCounter
 from tollhouse.platform_api import customers
 from tollhouse.tenancy.models import Project
@@ -70,6 +75,43 @@ async def get_user(user_id: uuid.UUID, project: ProjectDep, console: ConsoleDep)
     return EndUserOut.of(await _end_user(console, project, user_id))
 
 
+async def headroom_of(console: ConsoleDep, meter: Meter, user: User) -> Headroom | None:
+    """The user's quota now, as the metered routes see it: the effective plan (a subscription
+    wins), the live count of this process's meter. None when that plan is no tier."""
+    plan = await plans.effective_plan_of(console.session, user)
+    try:
+        usage = await meter.check(console.session, user, plan)
+    except UnknownPlan:
+        return None
+    return Headroom(
+        plan=usage.plan,
+        used=usage.count,
+        limit=usage.limit,
+        remaining=usage.remaining,
+        period_start=usage.period_start,
+        period_end=usage.period_end,
+    )
+
+
+async def headroom_of_users(
+    project: Project, console: ConsoleDep, meter: Meter, user_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, Headroom | None]:
+    """`headroom_of` for a page of the project's users (others' ids are left out)."""
+    users = await console.session.scalars(
+        select(User).where(User.id.in_(user_ids), User.project_id == project.id)
+    )
+    return {user.id: await headroom_of(console, meter, user) for user in users}
+
+
+@router.get("/projects/{project_id}/users/{user_id}/quota")
+async def get_user_quota(
+    user_id: uuid.UUID, project: ProjectDep, console: ConsoleDep, request: Request
+) -> HeadroomResponse:
+    """Used, limit and remaining in the user's current period."""
+    user = await _end_user(console, project, user_id)
+    return HeadroomResponse(quota=await headroom_of(console, meter_of(request), user))
+
+
 @router.patch("/projects/{project_id}/users/{user_id}")
 async def update_user(
     user_id: uuid.UUID, body: EndUserUpdate, project: ProjectDep, console: ConsoleDep
@@ -92,7 +134,7 @@ async def update_user(
 async def delete_user(user_id: uuid.UUID, project: ProjectDep, console: ConsoleDep) -> None:
     """Erase the end user as the Platform API's customer deletion does (money rows stay)."""
     user = await _end_user(console, project, user_id)
-    await customers.delete(console.session, user)
+    await customers.delete(console.session, user, console.pepper)
     await console.audit("user.delete", str(user_id), project_id=project.id)
 
 
@@ -118,7 +160,9 @@ async def usage(project: ProjectDep, console: ConsoleDep) -> UsageResponse:
         )
         for counter, external_id in rows
     ]
-    series = await quota.daily_series(console.session, project.id, since)
+    meter = console.meter  # its counts not flushed yet: the chart is current, not a batch late
+    unflushed = partial(meter.unflushed_days, project.id, since) if meter else None
+    series = await quota.daily_series(console.session, project.id, since, unflushed=unflushed)
     return UsageResponse(
         users=users, daily=[DayUsage(day=day, units=units) for day, units in series], since=since
     )

@@ -8,6 +8,7 @@ from tollhouse.console import (
     account,
     catalog,
     end_users,
+    money,
     origins,
     plan,
     projects,
@@ -16,5 +17,5 @@ from tollhouse.console import (
 )
 
 router = APIRouter(prefix="/console/api/v1")
-for area in (account, projects, catalog, end_users, stripe, plan, upstreams, origins):
+for area in (account, projects, catalog, end_users, money, stripe, plan, upstreams, origins):
     router.include_router(area.router)

@@ -259,6 +259,24 @@ class UserUsage(BaseModel):
     period_end: datetime
 
 
+class Headroom(BaseModel):
+    """An end user's quota in their current period: `limit` and `remaining` are null when
+    the tier is unlimited; `plan` names the tier they are metered against."""
+
+    plan: str
+    used: int
+    limit: int | None
+    remaining: int | None
+    period_start: datetime
+    period_end: datetime
+
+
+class HeadroomResponse(BaseModel):
+    """Null `quota` when the user's plan is not one of the project's subscription tiers."""
+
+    quota: Headroom | None
+
+
 class DayUsage(BaseModel):
     day: date
     units: int

@@ -2,7 +2,7 @@
 
 In order, before anything is charged: a provider is configured (503), the request and its
 model policy are valid (422), the callback URL is allowed (400); then the preset's price is
-held (402 when short), the row is committed, and the run task starts (it owns the hold).
+held (402 when short), the row is committed, and the run is enqueued (its job owns the hold).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def begin(
         request_context=body.request_context,
         write_blob=body.write_blob,
     )
-    return job, domain.start(job)
+    return job, await domain.start(job)
 
 
 # A follower waits at most this long past the latest a run can end (its timeout) before it

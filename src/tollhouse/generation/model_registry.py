@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from tollhouse.generation.llm.base import ProviderError, RemoteModel
-from tollhouse.generation.llm.router import LLMRouter
+from tollhouse.generation.llm.router import LLMRouter, served_as
 from tollhouse.generation.presets import Preset
 from tollhouse.generation.provenance import permissiveness
 from tollhouse.generation.schemas import ModelInfo, ModelPricing
@@ -77,7 +77,8 @@ class ModelRegistry:
         for capability, models in (("text", self._text), ("image", self._image)):
             for model in models:
                 for provider in self._router.providers:
-                    served = provider.serves(model)
+                    # As the router will call it: image ids may map differently.
+                    served = served_as(provider, model, capability)
                     if served is not None:
                         out.append(self._info(model, provider.name, served, capability, None))
         return out

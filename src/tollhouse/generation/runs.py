@@ -1,11 +1,18 @@
-"""Running generations: one background task per timepoint, whoever asked for it.
+"""Running generations: one job per timepoint on the job queue, whoever asked for it.
 
-Sync, async and streamed requests all start the same task; they differ only in how they
-wait (the sync route awaits it, the stream route follows its events, the async route
-returns at once). The task owns the money: it captures the hold when the timepoint
-completes and releases it on every other ending — a failed run, a timeout, an exception,
-a server shutdown. A client that goes away changes nothing: the run completes, is charged,
-and can be fetched.
+Sync, async and streamed requests all enqueue the same job; they differ only in how they
+wait (the sync route awaits its outcome, the stream route follows its events on the bus,
+the async route returns at once). The request takes the hold; the job owns the money from
+then on: it captures the hold when the timepoint completes and releases it on every other
+ending — a failed run, a timeout, an exception, a shutdown. A client that goes away
+changes nothing: the run completes, is charged, and can be fetched.
+
+With the Redis queue the job runs on whichever worker takes it. A worker killed mid-run
+stops heart-beating; another worker takes the job back and runs it again
+(`GENERATION_JOB_ATTEMPTS`), and a run that finds its row already settled only settles the
+hold the way the row says. Settling is one conditional UPDATE (`status = 'held'`), so a
+hold is captured or released at most once whatever runs twice; a job that never ends
+leaves its hold to expire and the sweepers to refund it and fail the row.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +33,7 @@ from tollhouse.generation import planning, provenance, repository, service, tdf,
 from tollhouse.generation.callbacks import CallbackSender
 from tollhouse.generation.context import RunLLM, SceneContext, SceneRequest
 from tollhouse.generation.events import EventBus, GenerationEvent, RedisBus
+from tollhouse.generation.llm.base import Sampling
 from tollhouse.generation.llm.router import LLMRouter, NoLLMProvider
 from tollhouse.generation.model_registry import ModelRegistry
 from tollhouse.generation.models import Timepoint
@@ -35,6 +43,7 @@ from tollhouse.generation.scene import SceneRecord, scene_graph, scene_record
 from tollhouse.generation.schemas import GenerateRequest
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.crypto import hmac_sha256_hex
+from tollhouse.kit.queue import JobHandle, JobLost, JobQueue
 from tollhouse.kit.storage import Storage
 from tollhouse.kit.tasks import TaskRunner
 from tollhouse.ledger.charging import Charge
@@ -43,6 +52,9 @@ log = structlog.get_logger("tollhouse.generation")
 
 TIMED_OUT = "timed_out"
 STOPPED = "Generation stopped: the server shut down"
+GENERATION_JOB = "generation"
+# How much longer than the run's own timeout its job may take (saving, the image, settling).
+JOB_MARGIN_SECONDS = 120.0
 
 
 @dataclass(slots=True)
@@ -54,6 +66,13 @@ class Outcome:
     error: str | None = None
     # "timed_out" or "exception" when the run did not end on its own.
     interrupted: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "timepoint_id": str(self.timepoint_id)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Outcome:
+        return cls(**{**data, "timepoint_id": uuid.UUID(data["timepoint_id"])})
 
 
 @dataclass(slots=True)
@@ -74,6 +93,60 @@ def topic(timepoint_id: uuid.UUID) -> str:
     return str(timepoint_id)
 
 
+def job_payload(job: Job) -> dict[str, Any]:
+    """What a worker needs to run `job` (JSON: it travels through the queue)."""
+    request = job.request
+    plain = {f.name: getattr(request, f.name) for f in fields(request)}
+    return {
+        "timepoint_id": str(job.timepoint_id),
+        "request": {
+            **plain,
+            "preset": request.preset.model_dump(mode="json"),
+            "sampling": asdict(request.sampling),
+            "entity_ids": list(request.entity_ids),
+        },
+        "charge": {
+            "amount": job.charge.amount,
+            "hold_id": str(job.charge.hold_id) if job.charge.hold_id else None,
+        },
+        "preset_label": job.preset_label,
+        "callback_url": job.callback_url,
+        "request_context": job.request_context,
+        "fixed_fields": job.fixed_fields,
+        "write_blob": job.write_blob,
+    }
+
+
+def job_from_payload(payload: dict[str, Any], database: Database) -> Job:
+    """The job `job_payload` described, its hold settled through this process's database."""
+    request = dict(payload["request"])
+    sampling = dict(request.pop("sampling"))
+    sampling["stop"] = tuple(sampling.get("stop") or ())
+    charge = payload["charge"]
+    hold_id = charge["hold_id"]
+    return Job(
+        timepoint_id=uuid.UUID(payload["timepoint_id"]),
+        request=SceneRequest(
+            **{
+                **request,
+                "preset": Preset.model_validate(request["preset"]),
+                "sampling": Sampling(**sampling),
+                "entity_ids": tuple(request["entity_ids"]),
+            }
+        ),
+        charge=Charge(
+            amount=charge["amount"],
+            hold_id=uuid.UUID(hold_id) if hold_id else None,
+            database=database if hold_id else None,
+        ),
+        preset_label=payload["preset_label"],
+        callback_url=payload["callback_url"],
+        request_context=payload["request_context"],
+        fixed_fields=payload["fixed_fields"],
+        write_blob=payload["write_blob"],
+    )
+
+
 class Generations:
     """The generation domain's process-wide parts (app.state.generation)."""
 
@@ -85,6 +158,7 @@ class Generations:
         bus: EventBus,
         storage: Storage,
         callbacks: CallbackSender,
+        queue: JobQueue,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -92,6 +166,13 @@ class Generations:
         self.bus = bus
         self.storage = storage
         self.callbacks = callbacks
+        self.queue = queue
+        queue.register(
+            GENERATION_JOB,
+            self.run_job,
+            timeout_seconds=settings.generation_timeout_seconds + JOB_MARGIN_SECONDS,
+            attempts=settings.generation_job_attempts,
+        )
         self.presets: dict[str, Preset] = load_presets(settings.generation_presets)
         self.links = views.Links(
             settings.share_url_base,
@@ -110,15 +191,21 @@ class Generations:
         )
         # One-off background work (re-grounding); a later queue replaces the runner.
         self.tasks = TaskRunner(database)
-        self._tasks: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
+        # Runs executing in this process, and requests of this process waiting on a run.
+        self._tasks: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self._waiters: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
         self._extra: set[asyncio.Task[Any]] = set()
         # Set while draining with a shared bus: streams end, clients follow from elsewhere.
         self.handed_off = asyncio.Event()
 
     @property
     def hold_ttl(self) -> timedelta:
-        """Longer than any run, so the sweeper only ever releases holds of dead processes."""
-        return timedelta(seconds=self.settings.generation_timeout_seconds + 120)
+        """Longer than every attempt of a run together (a retry starts once the dead worker's
+        heartbeat has lapsed), so the sweeper only ever releases holds nobody will settle."""
+        settings = self.settings
+        attempt = settings.generation_timeout_seconds + JOB_MARGIN_SECONDS
+        retry_after = 3 * settings.job_heartbeat_seconds
+        return timedelta(seconds=settings.generation_job_attempts * (attempt + retry_after))
 
     def require_provider(self) -> None:
         if not self.router.configured:
@@ -127,14 +214,50 @@ class Generations:
     def plan(self, body: GenerateRequest) -> SceneRequest:
         return planning.plan(body, self.presets, self.settings)
 
-    def start(self, job: Job) -> asyncio.Task[Outcome]:
-        task = asyncio.create_task(self._run(job), name=f"generation:{job.timepoint_id}")
-        self._tasks[job.timepoint_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.timepoint_id, None))
-        return task
+    async def start(self, job: Job) -> asyncio.Task[Outcome]:
+        """Enqueue the run (its row and hold committed); the task ends with its outcome."""
+        handle = await self.queue.enqueue(
+            GENERATION_JOB, job_payload(job), key=f"generation:{job.timepoint_id}"
+        )
+        waiter = asyncio.create_task(
+            self._outcome(handle, job.timepoint_id), name=f"outcome:{job.timepoint_id}"
+        )
+        self._waiters[job.timepoint_id] = waiter
+        waiter.add_done_callback(lambda _: self._waiters.pop(job.timepoint_id, None))
+        return waiter
+
+    async def _outcome(self, handle: JobHandle, timepoint_id: uuid.UUID) -> Outcome:
+        limit = self.settings.generation_timeout_seconds + JOB_MARGIN_SECONDS
+        try:
+            return Outcome.from_json(await handle.result(limit))
+        except JobLost as exc:  # the job ended without an outcome: the row says how
+            async with self.database.session() as session:
+                row = await session.get(Timepoint, timepoint_id)
+            if row is not None and row.status != "processing":
+                return Outcome(timepoint_id, row.status, row.error_message, "exception")
+            return Outcome(timepoint_id, "failed", f"The generation was lost: {exc}", "exception")
 
     def running(self, timepoint_id: uuid.UUID) -> bool:
         return timepoint_id in self._tasks
+
+    async def run_job(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The queue's handler: run the generation once, or, when an earlier attempt already
+        finished its row (its worker died before the queue heard), settle the hold as the
+        row says."""
+        job = job_from_payload(payload, self.database)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[job.timepoint_id] = task
+        try:
+            async with self.database.session() as session:
+                row = await session.get(Timepoint, job.timepoint_id)
+                status, error = (row.status, row.error_message) if row else ("failed", None)
+            if status != "processing":
+                await (job.charge.capture() if status == "completed" else job.charge.release())
+                return Outcome(job.timepoint_id, status, error).to_json()
+            return (await self._run(job)).to_json()
+        finally:
+            self._tasks.pop(job.timepoint_id, None)
 
     async def _publish(self, job: Job, event: GenerationEvent) -> None:
         try:
@@ -348,8 +471,8 @@ class Generations:
         task.add_done_callback(self._extra.discard)
 
     async def wait(self, timepoint_id: uuid.UUID) -> None:
-        """Until a run of this process has ended (tests and shutdown)."""
-        task = self._tasks.get(timepoint_id)
+        """Until a run this process started or runs has ended (tests and shutdown)."""
+        task = self._waiters.get(timepoint_id) or self._tasks.get(timepoint_id)
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
@@ -388,7 +511,7 @@ class Generations:
 
     async def close(self) -> None:
         """Shutdown: stop every run (each refunds itself), then the clients."""
-        tasks = [*self._tasks.values(), *self._extra]
+        tasks = [*self._tasks.values(), *self._waiters.values(), *self._extra]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

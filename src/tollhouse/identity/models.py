@@ -89,7 +89,8 @@ class EndUserTicket(CreatedAt, Base):
 
 
 class ErasedIdentity(CreatedAt, Base):
-    """What is left of an erased user's external id: its hash, so a sign-up under the same id
+    """What is left of an erased user's external id: its keyed hash (older rows: a plain
+    SHA-256, still honoured), so a sign-up under the same id
     is known to be a returning person (no second welcome bonus) without keeping the id."""
 
     __tablename__ = "erased_identities"

@@ -38,10 +38,11 @@ async def export_user(session: AsyncSession, user: User) -> dict[str, Any]:
     return {name: await exporter(session, user) for name, exporter in _exporters.items()}
 
 
-async def erase_user(session: AsyncSession, user: User) -> None:
+async def erase_user(session: AsyncSession, user: User, pepper: str) -> None:
+    """`pepper` keys the tombstone of the external id (`service.erase_personal_data`)."""
     for eraser in _erasers:
         await eraser(session, user)
-    await service.erase_personal_data(session, user)
+    await service.erase_personal_data(session, user, pepper)
 
 
 @export_section("user")

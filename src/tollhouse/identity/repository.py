@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, or_, select, update
@@ -129,10 +130,16 @@ async def add_erased_identity(session: AsyncSession, project_id: str, digest: st
     )
 
 
-async def is_erased_identity(session: AsyncSession, project_id: str, digest: str) -> bool:
+async def is_erased_identity(
+    session: AsyncSession, project_id: str, digests: Sequence[str]
+) -> bool:
+    """Whether a tombstone holds any of `digests` (the forms one id may have been kept in)."""
     found = await session.scalar(
-        select(ErasedIdentity.external_id_hash).where(
-            ErasedIdentity.project_id == project_id, ErasedIdentity.external_id_hash == digest
+        select(ErasedIdentity.external_id_hash)
+        .where(
+            ErasedIdentity.project_id == project_id,
+            ErasedIdentity.external_id_hash.in_(digests),
         )
+        .limit(1)
     )
     return found is not None

@@ -65,8 +65,9 @@ async def export_me(caller: UserCaller, session: SessionDep) -> dict[str, Any]:
 async def erase_me(caller: UserCaller, request: Request, session: SessionDep) -> ErasedResponse:
     """Erase the caller's personal data; financial records stay, anonymised (GDPR art. 17)."""
     assert caller.user is not None
-    await privacy.erase_user(session, await service.reload(session, caller.user))
-    identity_context(request).forget_user(session, caller.user.id)
+    identity = identity_context(request)
+    await privacy.erase_user(session, await service.reload(session, caller.user), identity.pepper)
+    identity.forget_user(session, caller.user.id)
     return ErasedResponse(id=caller.user.id, deleted=True, message="Personal data erased")
 
 

@@ -28,6 +28,7 @@ from tollhouse.identity.issuers import ExternalIdentity
 from tollhouse.identity.models import EXTERNAL_ID_MAX, RefreshToken, User
 from tollhouse.identity.tokens import hash_refresh_token, issue_access_token, new_refresh_token
 from tollhouse.kit.clock import utcnow
+from tollhouse.kit.crypto import keyed_hash
 
 # Other domains react to a new user in the same transaction (the ledger grants signup
 # credits); the app wires them in, so identity never imports a domain above it.
@@ -197,17 +198,32 @@ async def deactivate(session: AsyncSession, user: User) -> None:
     await session.flush()
 
 
-def _erased_id_digest(project_id: str, external_id: str) -> str:
-    return hashlib.sha256(f"tollhouse-erased\0{project_id}\0{external_id}".encode()).hexdigest()
+def _erased_id(project_id: str, external_id: str) -> str:
+    return f"tollhouse-erased\0{project_id}\0{external_id}"
 
 
-async def was_erased_before(session: AsyncSession, user: User) -> bool:
+def _erased_id_digest(pepper: str, project_id: str, external_id: str) -> str:
+    """Keyed with the server pepper, like every other hash we keep of something a person
+    could guess: a database dump alone cannot confirm that an id was here."""
+    return keyed_hash(pepper, _erased_id(project_id, external_id))
+
+
+def _unkeyed_erased_id_digest(project_id: str, external_id: str) -> str:
+    """How tombstones were written before they were keyed (a plain SHA-256). Never written
+    any more, still looked up: an id erased back then must not get a second bonus either."""
+    return hashlib.sha256(_erased_id(project_id, external_id).encode()).hexdigest()
+
+
+async def was_erased_before(session: AsyncSession, user: User, pepper: str) -> bool:
     """Whether this user's external id belonged to a user who was erased (a returning
-    person: the ledger gives no second welcome bonus)."""
+    person: the ledger gives no second welcome bonus). Both tombstone forms count."""
     if user.external_id is None:
         return False
-    digest = _erased_id_digest(user.project_id, user.external_id)
-    return await repository.is_erased_identity(session, user.project_id, digest)
+    digests = (
+        _erased_id_digest(pepper, user.project_id, user.external_id),
+        _unkeyed_erased_id_digest(user.project_id, user.external_id),
+    )
+    return await repository.is_erased_identity(session, user.project_id, digests)
 
 
 async def users_of_project(
@@ -218,12 +234,12 @@ async def users_of_project(
     return await repository.users_of_project(session, project_id, limit=limit, offset=offset, q=q)
 
 
-async def erase_personal_data(session: AsyncSession, user: User) -> None:
+async def erase_personal_data(session: AsyncSession, user: User, pepper: str) -> None:
     """Forget who the user is; rows that record money keep the (now anonymous) id. Only a
-    hash of the external id stays behind (`was_erased_before`)."""
+    keyed hash of the external id stays behind (`was_erased_before`)."""
     now = utcnow()
     if user.external_id is not None:
-        digest = _erased_id_digest(user.project_id, user.external_id)
+        digest = _erased_id_digest(pepper, user.project_id, user.external_id)
         await repository.add_erased_identity(session, user.project_id, digest)
     user.email = None
     user.display_name = None

@@ -95,20 +95,36 @@ def _scene_block(scene: Scene, people: Sequence[Persona]) -> str:
     return compose(f"## The moment\n{_moment(scene)}", f"## Present\n{present}")
 
 
-def director_prompt(
+def exchange_prompt(
     scene: Scene,
     people: Sequence[Persona],
     said: Sequence[tuple[str, str]],
     direction: str | None,
-    lines_left: int,
+    lines: int,
+    *,
+    director: bool,
 ) -> str:
+    """What the director (who speaks next, at most `lines` more) or the writer of a batch
+    (at most `lines` new lines) is shown: the moment, who is present, the direction and what
+    has been said. Only the director is told of a silence: it decides who breaks it."""
     names = ", ".join(p.name for p in people)
+    if director:
+        nothing_said = "## Said so far\n(silence)"
+        task = (
+            f"At most {lines} more line(s). Answer as JSON: `speaker` one of {names} (exactly "
+            "as written), `tone` one or two words, `end` true instead when the exchange is over."
+        )
+    else:
+        nothing_said = ""
+        task = (
+            f"Write at most {lines} new line(s) continuing the exchange, as JSON `lines`: each "
+            f"with `speaker` (one of {names}), `text` and `tone`."
+        )
     return compose(
         _scene_block(scene, people),
         f"## Direction\n{direction}" if direction else "",
-        f"## Said so far\n{transcript(said)}" if said else "## Said so far\n(silence)",
-        f"At most {lines_left} more line(s). Answer as JSON: `speaker` one of {names} (exactly "
-        "as written), `tone` one or two words, `end` true instead when the exchange is over.",
+        f"## Said so far\n{transcript(said)}" if said else nothing_said,
+        task,
     )
 
 
@@ -127,23 +143,6 @@ BATCH_SYSTEM = f"""You write the spoken lines that continue a historical scene. 
 must sound unmistakably like themselves (vocabulary, rhythm, register shaped by their rank \
 and temperament). Lines answer each other; tension rises or breaks. Spoken words only, no \
 stage directions. {PERIOD_RULE} {SAFETY_RULE}"""
-
-
-def batch_prompt(
-    scene: Scene,
-    people: Sequence[Persona],
-    said: Sequence[tuple[str, str]],
-    direction: str | None,
-    count: int,
-) -> str:
-    names = ", ".join(p.name for p in people)
-    return compose(
-        _scene_block(scene, people),
-        f"## Direction\n{direction}" if direction else "",
-        f"## Said so far\n{transcript(said)}" if said else "",
-        f"Write at most {count} new line(s) continuing the exchange, as JSON `lines`: each with "
-        f"`speaker` (one of {names}), `text` and `tone`.",
-    )
 
 
 def survey_prompt(

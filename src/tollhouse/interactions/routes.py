@@ -11,9 +11,11 @@ failure (502), a timeout (408), a client that hangs up before the answer.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from tollhouse.db.session import SessionDep
 from tollhouse.identity.caller import GatewayCaller
@@ -32,107 +34,73 @@ from tollhouse.interactions.schemas import (
 
 router = APIRouter(prefix="/api/v1/interactions", tags=["interactions"])
 
-# --- chat -----------------------------------------------------------------------------
+# --- chat, dialog, survey ---------------------------------------------------------------
 
 
-@router.post("/{timepoint_id}/chat", response_model=ChatResponse)
-async def chat(
-    timepoint_id: uuid.UUID,
-    body: ChatRequest,
-    request: Request,
-    caller: GatewayCaller,
-    session: SessionDep,
-) -> ChatResponse:
-    """A reply in the character's voice (1 credit, `chat`); 408 after CHAT_TIMEOUT_SECONDS."""
-    turn, charge, events, deliver = await turns.chat(
-        timepoint_id, body, request, caller, session, stream=False
+def _talking_routes(
+    kind: turns.TurnKind,
+    body_model: type[BaseModel],
+    answer_model: type[BaseModel],
+    answer_doc: str,
+    stream_doc: str,
+) -> None:
+    """`POST /{timepoint_id}/<kind>` (the JSON answer) and `…/<kind>/stream` (SSE frames):
+    the same checks and hold, then one answers once the model is done, the other streams."""
+    path = f"/{{timepoint_id}}/{kind}"
+    answer = _talking_endpoint(kind, body_model, answer_doc, stream=False)
+    stream = _talking_endpoint(kind, body_model, stream_doc, stream=True)
+    router.add_api_route(path, answer, methods=["POST"], name=kind, response_model=answer_model)
+    router.add_api_route(
+        f"{path}/stream", stream, methods=["POST"], name=f"{kind}_stream", response_model=None
     )
-    reply: ChatResponse = await turn.answer(charge, events, deliver)
-    return reply
 
 
-@router.post("/{timepoint_id}/chat/stream")
-async def chat_stream(
-    timepoint_id: uuid.UUID,
-    body: ChatRequest,
-    request: Request,
-    caller: GatewayCaller,
-    session: SessionDep,
-) -> StreamingResponse:
-    """`token` frames as the reply arrives, then `done` with the whole reply (charged as chat)."""
-    turn, charge, events, deliver = await turns.chat(
-        timepoint_id, body, request, caller, session, stream=True
-    )
-    return turn.stream_response(charge, events, deliver)
+def _talking_endpoint(
+    kind: turns.TurnKind, body_model: type[BaseModel], doc: str, *, stream: bool
+) -> Callable[..., Awaitable[Any]]:
+    async def endpoint(
+        timepoint_id: uuid.UUID,
+        body: turns.TalkRequest,
+        request: Request,
+        caller: GatewayCaller,
+        session: SessionDep,
+    ) -> Any:
+        turn, charge, events, deliver = await turns.Turn.start(
+            kind, timepoint_id, body, request, caller, session, stream=stream
+        )
+        if stream:
+            return turn.stream_response(charge, events, deliver)
+        return await turn.answer(charge, events, deliver)
+
+    # FastAPI reads the body's model from the annotation and the description from the
+    # docstring: each kind's own, as if its handler were written out.
+    endpoint.__annotations__["body"] = body_model
+    endpoint.__doc__ = doc
+    return endpoint
 
 
-# --- dialog ---------------------------------------------------------------------------
-
-
-@router.post("/{timepoint_id}/dialog", response_model=DialogResponse)
-async def dialog(
-    timepoint_id: uuid.UUID,
-    body: DialogRequest,
-    request: Request,
-    caller: GatewayCaller,
-    session: SessionDep,
-) -> DialogResponse:
-    """New lines continuing the scene's dialog; 408 after DIALOG_TIMEOUT_SECONDS."""
-    turn, charge, events = await turns.dialog(
-        timepoint_id, body, request, caller, session, stream=False
-    )
-    answer: DialogResponse = await turn.answer(charge, events)
-    return answer
-
-
-@router.post("/{timepoint_id}/dialog/stream")
-async def dialog_stream(
-    timepoint_id: uuid.UUID,
-    body: DialogRequest,
-    request: Request,
-    caller: GatewayCaller,
-    session: SessionDep,
-) -> StreamingResponse:
-    """`token` frames, a `line` frame per finished line, then `done` with the whole dialog."""
-    turn, charge, events = await turns.dialog(
-        timepoint_id, body, request, caller, session, stream=True
-    )
-    return turn.stream_response(charge, events)
-
-
-# --- survey ---------------------------------------------------------------------------
-
-
-@router.post("/{timepoint_id}/survey", response_model=SurveyResponse)
-async def survey(
-    timepoint_id: uuid.UUID,
-    body: SurveyRequest,
-    request: Request,
-    caller: GatewayCaller,
-    session: SessionDep,
-) -> SurveyResponse:
-    """Every chosen character answers every question; 408 after SURVEY_TIMEOUT_SECONDS."""
-    turn, charge, events = await turns.survey(
-        timepoint_id, body, request, caller, session, stream=False
-    )
-    answer: SurveyResponse = await turn.answer(charge, events)
-    return answer
-
-
-@router.post("/{timepoint_id}/survey/stream")
-async def survey_stream(
-    timepoint_id: uuid.UUID,
-    body: SurveyRequest,
-    request: Request,
-    caller: GatewayCaller,
-    session: SessionDep,
-) -> StreamingResponse:
-    """One character at a time: `token` frames, a `response` frame per answer, `summary`,
-    then `done` with the whole survey."""
-    turn, charge, events = await turns.survey(
-        timepoint_id, body, request, caller, session, stream=True
-    )
-    return turn.stream_response(charge, events)
+_talking_routes(
+    "chat",
+    ChatRequest,
+    ChatResponse,
+    "A reply in the character's voice (1 credit, `chat`); 408 after CHAT_TIMEOUT_SECONDS.",
+    "`token` frames as the reply arrives, then `done` with the whole reply (charged as chat).",
+)
+_talking_routes(
+    "dialog",
+    DialogRequest,
+    DialogResponse,
+    "New lines continuing the scene's dialog; 408 after DIALOG_TIMEOUT_SECONDS.",
+    "`token` frames, a `line` frame per finished line, then `done` with the whole dialog.",
+)
+_talking_routes(
+    "survey",
+    SurveyRequest,
+    SurveyResponse,
+    "Every chosen character answers every question; 408 after SURVEY_TIMEOUT_SECONDS.",
+    "One character at a time: `token` frames, a `response` frame per answer, `summary`,\n"
+    "then `done` with the whole survey.",
+)
 
 
 # --- sessions -------------------------------------------------------------------------

@@ -186,7 +186,9 @@ class Talk:
         else:
             script = await self.llm.structured(
                 prompts.BATCH_SYSTEM,
-                prompts.batch_prompt(self.scene, people, said, direction, num_lines),
+                prompts.exchange_prompt(
+                    self.scene, people, said, direction, num_lines, director=False
+                ),
                 DialogScript,
             )
             by_name = {p.name.casefold(): p.name for p in people}
@@ -231,8 +233,8 @@ class Talk:
         while len(lines) < num_lines:
             turn = await self.llm.structured(
                 prompts.DIRECTOR_SYSTEM,
-                prompts.director_prompt(
-                    self.scene, people, said, direction, num_lines - len(lines)
+                prompts.exchange_prompt(
+                    self.scene, people, said, direction, num_lines - len(lines), director=True
                 ),
                 Turn,
                 max_tokens=LINE_MAX_TOKENS,

@@ -10,7 +10,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -28,10 +28,20 @@ from tollhouse.kit.errors import TollhouseError
 from tollhouse.ledger import service as ledger_service
 from tollhouse.ledger.charging import Charge, hold_charge, settled
 
+if TYPE_CHECKING:
+    from tollhouse.config import Settings
+
 # Type of the ledger rows (flash-contract §3.1 names `chat` for every character interaction).
 LEDGER_TYPE = "chat"
 
 Deliver = Callable[[AsyncSession, Any], Awaitable[None]]
+TurnKind = Literal["chat", "dialog", "survey"]
+TalkRequest = ChatRequest | DialogRequest | SurveyRequest
+_TIMEOUTS: dict[TurnKind, Callable[[Settings], float]] = {
+    "chat": lambda settings: settings.chat_timeout_seconds,
+    "dialog": lambda settings: settings.dialog_timeout_seconds,
+    "survey": lambda settings: settings.survey_timeout_seconds,
+}
 
 
 async def _nothing_to_store(_session: AsyncSession, _result: Any) -> None:
@@ -61,6 +71,35 @@ class Turn:
         self.stream = stream
         self.domain: Generations = generations(request)
         self.domain.require_provider()
+
+    @classmethod
+    async def start(
+        cls,
+        kind: TurnKind,
+        timepoint_id: uuid.UUID,
+        body: TalkRequest,
+        request: Request,
+        caller: Caller,
+        session: AsyncSession,
+        *,
+        stream: bool,
+    ) -> Asked:
+        """Check a `kind` request (its body is that kind's model) and hold its price, with
+        that kind's timeout: 503 without a provider, 404/403 for a timepoint the caller may
+        not see, 422 for a model refused, 402 when short. Answers the turn, the charge, the
+        model's events and what stores the answer once it is delivered."""
+        settings = generations(request).settings
+        turn = cls(
+            request,
+            caller,
+            session,
+            timeout=_TIMEOUTS[kind](settings),
+            model=body.model,
+            response_format=body.response_format,
+            stream=stream,
+        )
+        scene, talk = await turn.scene(timepoint_id)
+        return await _ASKS[kind](turn, scene, talk, body)
 
     async def scene(self, timepoint_id: uuid.UUID) -> tuple[Scene, Talk]:
         scene = await service.scene_for(self.session, self.caller, timepoint_id)
@@ -103,6 +142,10 @@ class Turn:
         )
 
 
+# What `ask` answers: the turn, the held charge, the model's events, what stores the answer.
+Asked = tuple[Turn, Charge, Events, Deliver]
+
+
 def _frame(body: dict[str, Any]) -> bytes:
     return sse.frame(json.dumps(body, separators=(",", ":")))
 
@@ -132,32 +175,16 @@ async def _frames(
             await asyncio.shield(charge.release())
 
 
-async def chat(
-    timepoint_id: uuid.UUID,
-    body: ChatRequest,
-    request: Request,
-    caller: Caller,
-    session: AsyncSession,
-    *,
-    stream: bool,
-) -> tuple[Turn, Charge, Events, Deliver]:
-    turn = Turn(
-        request,
-        caller,
-        session,
-        timeout=generations(request).settings.chat_timeout_seconds,
-        model=body.model,
-        response_format=body.response_format,
-        stream=stream,
-    )
-    scene, talk = await turn.scene(timepoint_id)
+async def _chat(turn: Turn, scene: Scene, talk: Talk, body: ChatRequest) -> Asked:
     persona: Persona = scene.person(body.character)
-    thread = await service.thread_for(session, caller, scene, body.session_id, body.save_session)
+    thread = await service.thread_for(
+        turn.session, turn.caller, scene, body.session_id, body.save_session
+    )
     charge = await turn.hold("chat", scene, f"Chat with {persona.name}")
 
     async def deliver(into: AsyncSession, reply: ChatResponse) -> None:
         await service.record_turn(
-            into, caller, scene, persona, thread, body.message, reply.response
+            into, turn.caller, scene, persona, thread, body.message, reply.response
         )
 
     async def events() -> Events:
@@ -169,49 +196,14 @@ async def chat(
     return turn, charge, events(), deliver
 
 
-async def dialog(
-    timepoint_id: uuid.UUID,
-    body: DialogRequest,
-    request: Request,
-    caller: Caller,
-    session: AsyncSession,
-    *,
-    stream: bool,
-) -> tuple[Turn, Charge, Events]:
-    turn = Turn(
-        request,
-        caller,
-        session,
-        timeout=generations(request).settings.dialog_timeout_seconds,
-        model=body.model,
-        response_format=body.response_format,
-        stream=stream,
-    )
-    scene, talk = await turn.scene(timepoint_id)
+async def _dialog(turn: Turn, scene: Scene, talk: Talk, body: DialogRequest) -> Asked:
     people = scene.people(body.characters)
     charge = await turn.hold("dialog", scene, f"Dialog: {', '.join(p.name for p in people)}"[:200])
-    return turn, charge, talk.dialog(people, body.num_lines, body.prompt, body.sequential)
+    events = talk.dialog(people, body.num_lines, body.prompt, body.sequential)
+    return turn, charge, events, _nothing_to_store
 
 
-async def survey(
-    timepoint_id: uuid.UUID,
-    body: SurveyRequest,
-    request: Request,
-    caller: Caller,
-    session: AsyncSession,
-    *,
-    stream: bool,
-) -> tuple[Turn, Charge, Events]:
-    turn = Turn(
-        request,
-        caller,
-        session,
-        timeout=generations(request).settings.survey_timeout_seconds,
-        model=body.model,
-        response_format=body.response_format,
-        stream=stream,
-    )
-    scene, talk = await turn.scene(timepoint_id)
+async def _survey(turn: Turn, scene: Scene, talk: Talk, body: SurveyRequest) -> Asked:
     people = scene.people(body.characters)
     charge = await turn.hold("survey", scene, f"Survey of {len(people)} character(s)")
     events = talk.survey(
@@ -219,8 +211,15 @@ async def survey(
         body.questions,
         parallel=body.mode == "parallel",
         # Earlier answers can only be shown when characters answer one after another.
-        chain=body.chain_prompts and (body.mode == "sequential" or stream),
+        chain=body.chain_prompts and (body.mode == "sequential" or turn.stream),
         summary=body.include_summary,
         mode=body.mode,
     )
-    return turn, charge, events
+    return turn, charge, events, _nothing_to_store
+
+
+_ASKS: dict[TurnKind, Callable[[Turn, Scene, Talk, Any], Awaitable[Asked]]] = {
+    "chat": _chat,
+    "dialog": _dialog,
+    "survey": _survey,
+}

@@ -2,12 +2,14 @@
 
 `Upstream.forward(request, outgoing, ...)` sends a prepared request (`prepare`: the method, the
 normalised path, the query as sent and the cleaned headers) to `base_url + path` and answers
-with the upstream's own status, headers and body, streamed as it arrives (nothing decoded or
-buffered), unless the route promises JSON, in which case the (small) body is read and checked
-— when the answer carries one: HEAD, 1xx, 204, 304 and redirects pass through unchecked, and
-HEAD, 1xx, 204 and 304 answer at once, their connection back in the pool. The caller's body
-is read whole when small (`BUFFERED_BODY_BYTES`, and always for GET/HEAD/OPTIONS, which may be
-sent twice) and streamed through otherwise, so a 50 MB upload costs no more memory than 1 kB.
+with the upstream's own status, headers and body: a small one (its Content-Length within
+`BUFFERED_BODY_BYTES`) read whole and sent in one piece, any other streamed as it arrives
+(nothing decoded), unless the route promises JSON, in which case the (small) body is read and
+checked — when the answer carries one: HEAD, 1xx, 204, 304 and redirects pass through
+unchecked, and HEAD, 1xx, 204 and 304 answer at once, their connection back in the pool. The
+caller's body is read whole when small (`BUFFERED_BODY_BYTES`, and always for GET/HEAD/OPTIONS,
+which may be sent twice) and streamed through otherwise, so a 50 MB upload costs no more memory
+than 1 kB.
 
 The rules live beside it, free of any HTTP client: `proxy_paths` (the one normalised path, a
 redirect's `Location` mapped into our address space), `proxy_headers` (what is stripped,
@@ -38,6 +40,7 @@ import structlog
 from fastapi import Request, Response
 from multidict import CIMultiDict
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from tollhouse.kit import proxy_headers
@@ -265,10 +268,16 @@ class Upstream:
                 response = Response(status_code=upstream.status)
                 response.raw_headers = headers
                 return response
+            length = upstream.content_length
+            small = length is not None and length <= BUFFERED_BODY_BYTES
         except BaseException:
             upstream.close()
             self._done()
             raise
+        if small:
+            # Read whole and sent in one piece: no streaming task group for a small answer.
+            body = await self._read(upstream)
+            return _Buffered(body, upstream.status, headers, settle)
         response = StreamingResponse(self._relay(upstream, settle), status_code=upstream.status)
         response.raw_headers = headers
         return response
@@ -318,11 +327,10 @@ class Upstream:
                 raise UpstreamUnavailable(detail={"reason": type(exc).__name__}) from exc
         raise AssertionError("unreachable")
 
-    async def _json_response(
-        self, upstream: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]], settle: Settle
-    ) -> Response:
+    async def _read(self, upstream: aiohttp.ClientResponse) -> bytes:
+        """The whole (small) body; the connection back in the pool, or closed if it broke."""
         try:
-            body = await upstream.read()
+            return await upstream.read()
         except TimeoutError as exc:
             raise UpstreamTimeout() from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -330,6 +338,11 @@ class Upstream:
         finally:
             upstream.release()
             self._done()
+
+    async def _json_response(
+        self, upstream: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]], settle: Settle
+    ) -> Response:
+        body = await self._read(upstream)
         try:
             json.loads(body)
         except ValueError as exc:
@@ -370,6 +383,25 @@ class Upstream:
             self._done()
             with anyio.CancelScope(shield=True):
                 await settle(status)
+
+
+class _Buffered(Response):
+    """A small answer read whole: sent as it came, then settled with its status (the client
+    hanging up after the status was sent counts as delivered, as for a streamed answer)."""
+
+    def __init__(
+        self, body: bytes, status: int, headers: list[tuple[bytes, bytes]], settle: Settle
+    ) -> None:
+        super().__init__(body, status_code=status)
+        self.raw_headers = headers
+        self._settle = settle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._settle(self.status_code)
 
 
 async def _body(request: Request, method: str) -> bytes | AsyncIterator[bytes]:

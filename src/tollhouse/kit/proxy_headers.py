@@ -20,6 +20,7 @@ our own address space (see `proxy_paths.rewrite_location`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -65,9 +66,10 @@ CALLER_ONLY = frozenset(
 )
 # Set again by our own server on the way out.
 RESPONSE_DROPPED = frozenset({"server", "date"})
-_TOKEN_CHARS = frozenset(
-    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+# Checked with one regex each, not byte by byte: a bearer token and a JWT are ~700 bytes on
+# every proxied call.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-zA-Z]+")
+_VALUE = re.compile(rb"[\x20-\x7e\t]*")
 
 
 class InvalidHeaderValue(BadRequest):
@@ -91,11 +93,11 @@ class Identity:
 
 
 def valid_value(value: bytes) -> bool:
-    return all(0x20 <= byte < 0x7F or byte == 0x09 for byte in value)
+    return _VALUE.fullmatch(value) is not None
 
 
 def _valid_name(name: bytes) -> bool:
-    return bool(name) and all(byte in _TOKEN_CHARS for byte in name)
+    return _TOKEN.fullmatch(name) is not None
 
 
 def _named_by_connection(values: Iterable[str]) -> set[str]:

@@ -26,7 +26,8 @@ from tollhouse.kit.errors import BadRequest
 # RFC 3986 pchar minus "%": left as they are in the canonical form.
 _SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
 _ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
-_FORBIDDEN_DECODED = frozenset("/\\?#")
+_FORBIDDEN_DECODED = re.compile(r"[/\\?#]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InvalidPath(BadRequest):
@@ -72,9 +73,9 @@ def _segment(raw: bytes) -> str:
         raise InvalidPath(detail={"reason": "not UTF-8"}) from None
     if decoded in (".", ".."):
         raise InvalidPath(detail={"reason": "dot segment"})
-    if any(char in _FORBIDDEN_DECODED for char in decoded):
+    if _FORBIDDEN_DECODED.search(decoded):
         raise InvalidPath(detail={"reason": "encoded separator or delimiter"})
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in decoded):
+    if _CONTROL.search(decoded):
         raise InvalidPath(detail={"reason": "control character"})
     return decoded
 

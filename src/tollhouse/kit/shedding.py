@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tollhouse.kit.errors import error_response
+from tollhouse.kit.error_handlers import error_response
 
 RETRY_AFTER_SECONDS = 1
 

@@ -144,8 +144,8 @@ async def tp_chat_with_character(
         ChatRequest, character=character, message=message, session_id=session_id, save_session=True
     )
     async with tool.session() as session:
-        turn, charge, events, deliver = await turns.chat(
-            _uuid(timepoint_id), body, tool.request, tool.caller, session, stream=False
+        turn, charge, events, deliver = await turns.Turn.start(
+            "chat", _uuid(timepoint_id), body, tool.request, tool.caller, session, stream=False
         )
         reply: ChatResponse = await turn.answer(charge, events, deliver)
     return reply.model_dump(mode="json")

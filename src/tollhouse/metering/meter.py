@@ -13,7 +13,9 @@ whatever the number of users. The live count has one of two homes, behind one in
   use. A crash leaves the unused rest counted — after a restart a user may be refused up to
   one lease early, never served past the limit — and other processes on the same database
   (`--workers 2` without Redis) lease from the same counter, so together they can refuse
-  early (by what another holds until its next flush), never let anyone past. Unlimited tiers
+  early (by what another holds until its next flush), never let anyone past. One process
+  alone is exact: a request that finds the counter full while another request's lease is
+  still uncommitted waits for it and uses its spare units. Unlimited tiers
   need no lease: their units are written behind, and a crash loses at most one flush window
   of those counts.
 - **Redis** (REDIS_URL). One Lua script checks the cap and increments atomically, so every
@@ -39,7 +41,7 @@ from fastapi import Request
 from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from tollhouse.db.engine import Database
 from tollhouse.identity.models import User
@@ -103,10 +105,16 @@ class Store(Protocol):
 
 # Callbacks to run once a session's transaction has committed (dropped on a rollback).
 _ON_COMMIT = "tollhouse.metering.meter.on_commit"
+# Callbacks to run once it has ended, committed or not (after the commit callbacks).
+_ON_END = "tollhouse.metering.meter.on_end"
 
 
 def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     session.sync_session.info.setdefault(_ON_COMMIT, []).append(callback)
+
+
+def on_end(session: AsyncSession, callback: Callable[[], None]) -> None:
+    session.sync_session.info.setdefault(_ON_END, []).append(callback)
 
 
 @event.listens_for(Session, "after_commit")
@@ -118,6 +126,13 @@ def _after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     session.info.pop(_ON_COMMIT, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost: its connection's transaction is over
+        for callback in session.info.pop(_ON_END, ()):
+            callback()
 
 
 class Meter:
@@ -189,6 +204,21 @@ class Meter:
         """Units counted for `key` that the durable counter has not received yet."""
         return self._counts.get(key, 0)
 
+    def unflushed_days(
+        self, project_id: str, since: date, user_id: uuid.UUID | None = None
+    ) -> dict[date, int]:
+        """Read-only: the project's units (or one user's) per UTC day from `since` on that this
+        process counted and no flush has written to `usage_daily` yet, for a chart to add to
+        what it reads there (`quota.daily_series`). Read the database first: a flush takes
+        its batch from here before it commits, so in that order a unit is never counted
+        twice (at worst missed while the flush is in flight). Other processes' unflushed
+        units reach the chart with their own flush."""
+        days: dict[date, int] = defaultdict(int)
+        for (user, project, day), units in self._days.items():
+            if project == project_id and day >= since and user_id in (None, user):
+                days[day] += units
+        return dict(days)
+
     async def flush(self) -> int:
         """Write what was counted since the last flush: one statement per table. Returns the
         number of rows written. Counts that fail to write are kept for the next flush."""
@@ -247,12 +277,19 @@ class MemoryStore:
 
     A lease is taken in the request's transaction; its units beyond the request's own become
     usable by other requests only once that transaction has committed, so memory never serves
-    a unit the database does not hold."""
+    a unit the database does not hold. Until then the lease is *in flight*: a request that
+    finds the durable counter full while a lease of another transaction is in flight waits
+    for it to end and is served from its units (or leases again if it rolled back), so one
+    process refuses only when the limit is really reached."""
 
     def __init__(self, lease_units: int = DEFAULT_LEASE_UNITS) -> None:
         self.lease_units = max(lease_units, 1)
         self._standings: dict[uuid.UUID, Standing] = {}
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+        # user → the sessions whose leases are in flight, and the units each holds unused
+        self._in_flight: dict[uuid.UUID, dict[int, int]] = {}
+        # user → set (and dropped) whenever one of those leases ends
+        self._landed: dict[uuid.UUID, asyncio.Event] = {}
 
     async def count(
         self, meter: Meter, session: AsyncSession, user: User, tier: PlanLimit, units: int
@@ -310,18 +347,25 @@ class MemoryStore:
             opened = Standing(tier.slug, None, start, end, count)
             on_commit(session, lambda: self._keep(user.id, opened))
             return opened.usage(), units
-        previous = self._standings.get(user.id)
-        try:
-            block, (count, start, end) = await self._reserve_up_to(session, user, tier, units, now)
-        except QuotaExceeded as full:
-            if meter.given_back.is_set():
-                raise self._refusal(full, previous, tier) from None
-            await meter.given_back.wait()  # a flush is giving back unused leases
+        while True:
             try:
-                block, found = await self._reserve_up_to(session, user, tier, units, now)
-            except QuotaExceeded as again:
-                raise self._refusal(again, self._standings.get(user.id), tier) from None
-            count, start, end = found
+                block, (count, start, end) = await self._lease(
+                    meter, session, user, tier, units, now
+                )
+                break
+            except QuotaExceeded:
+                # The counter is full, but leases of other requests may hold units they
+                # have not used: committed meanwhile (in memory now), or still in flight
+                # (ours to use once they commit, the counter's again if they fail).
+                served = self._serve(user, tier, units, now)
+                if served is not None:
+                    return served
+                if not self._others_in_flight(user.id, session):
+                    raise
+            await self._landed.setdefault(user.id, asyncio.Event()).wait()
+            served = self._serve(user, tier, units, now)
+            if served is not None:
+                return served
         previous = self._standings.get(user.id)
         same = previous is not None and (previous.slug, previous.period_start) == (tier.slug, start)
         held = previous.held if previous is not None and same else 0
@@ -338,7 +382,51 @@ class MemoryStore:
         rest = block - units
         if rest:
             on_commit(session, lambda: self._release(meter, user.id, standing, rest))
+            self._take_off(user.id, session, rest)
         return standing.usage(), 0
+
+    async def _lease(
+        self,
+        meter: Meter,
+        session: AsyncSession,
+        user: User,
+        tier: PlanLimit,
+        units: int,
+        now: datetime,
+    ) -> tuple[int, tuple[int, datetime, datetime]]:
+        """`_reserve_up_to`, or QuotaExceeded counting only what the user has used; while a
+        flush is giving back unused leases, asked again once it has."""
+        try:
+            return await self._reserve_up_to(session, user, tier, units, now)
+        except QuotaExceeded as full:
+            if meter.given_back.is_set():
+                raise self._refusal(full, self._standings.get(user.id), tier) from None
+        await meter.given_back.wait()
+        try:
+            return await self._reserve_up_to(session, user, tier, units, now)
+        except QuotaExceeded as again:
+            raise self._refusal(again, self._standings.get(user.id), tier) from None
+
+    def _take_off(self, user_id: uuid.UUID, session: AsyncSession, units: int) -> None:
+        """A lease in flight until `session`'s transaction ends (committed or not)."""
+        flights = self._in_flight.setdefault(user_id, {})
+        key = id(session.sync_session)
+        flights[key] = flights.get(key, 0) + units
+
+        def landed() -> None:
+            flights.pop(key, None)
+            if not flights:
+                self._in_flight.pop(user_id, None)
+            event = self._landed.pop(user_id, None)
+            if event is not None:
+                event.set()
+
+        on_end(session, landed)
+
+    def _others_in_flight(self, user_id: uuid.UUID, session: AsyncSession) -> bool:
+        """Whether a lease of another transaction than `session`'s is in flight."""
+        flights = self._in_flight.get(user_id, {})
+        return any(key != id(session.sync_session) for key in flights)
 
     def _release(self, meter: Meter, user_id: uuid.UUID, standing: Standing, units: int) -> None:
         """A committed lease's spare units: usable from memory, or given back if the standing

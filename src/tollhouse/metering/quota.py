@@ -17,6 +17,7 @@ to what is used under it. Functions flush (execute), never commit.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, cast
@@ -332,9 +333,15 @@ async def refund(
 
 
 async def daily_series(
-    session: AsyncSession, project_id: str, since: date, user_id: uuid.UUID | None = None
+    session: AsyncSession,
+    project_id: str,
+    since: date,
+    user_id: uuid.UUID | None = None,
+    unflushed: Callable[[], Mapping[date, int]] | None = None,
 ) -> list[tuple[date, int]]:
-    """Units per UTC day from `since` on, oldest first; days without usage are absent."""
+    """Units per UTC day from `since` on, oldest first; days without usage are absent.
+    `unflushed` (the meter's `unflushed_days`, bound) adds what is counted but not written
+    yet; it is called after the database has answered (see there why)."""
     query = (
         select(_daily.c.day, func.sum(_daily.c.units))
         .where(_daily.c.project_id == project_id, _daily.c.day >= since)
@@ -343,5 +350,7 @@ async def daily_series(
     )
     if user_id is not None:
         query = query.where(_daily.c.user_id == user_id)
-    rows = await session.execute(query)
-    return [(day, int(units)) for day, units in rows]
+    units = {day: int(total) for day, total in await session.execute(query)}
+    for day, pending in (unflushed() if unflushed else {}).items():
+        units[day] = units.get(day, 0) + pending
+    return sorted(units.items())

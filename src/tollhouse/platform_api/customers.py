@@ -107,10 +107,10 @@ class Deleted:
     email: str | None
 
 
-async def delete(session: AsyncSession, user: User) -> Deleted:
+async def delete(session: AsyncSession, user: User, pepper: str) -> Deleted:
     """Deactivate and erase personal data as a GDPR erasure does; money rows stay."""
     gone = Deleted(user.external_id, user.email)
-    await privacy.erase_user(session, user)
+    await privacy.erase_user(session, user, pepper)
     return gone
 
 

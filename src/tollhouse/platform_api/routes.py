@@ -132,8 +132,9 @@ async def delete_customer(
 ) -> dict[str, Any]:
     """Deactivate the customer and erase their personal data; credit history stays."""
     user = await customers.find(session, caller.project_id, customer_id)
-    deleted = await customers.delete(session, user)
-    identity_context(request).forget_user(session, user.id)
+    identity = identity_context(request)
+    deleted = await customers.delete(session, user, identity.pepper)
+    identity.forget_user(session, user.id)
     return {
         "success": True,
         "message": "Customer deleted.",

@@ -136,7 +136,7 @@ async def jump(
             "location": source.location,
         },
     )
-    return Jump(source_id, source_year, target, job, domain.start(job))
+    return Jump(source_id, source_year, target, job, await domain.start(job))
 
 
 def _item(timepoint: Timepoint) -> SequenceItem:

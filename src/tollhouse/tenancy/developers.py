@@ -307,3 +307,24 @@ async def reset_password(
     )
     await session.flush()
     return developer
+
+
+# --- operator accounts ---------------------------------------------------------------------
+
+
+async def developer_by_email(session: AsyncSession, email: str) -> Developer | None:
+    return await session.scalar(select(Developer).where(Developer.email == normalise_email(email)))
+
+
+async def set_operator(session: AsyncSession, developer: Developer, operator: bool) -> None:
+    """Let the account open the operator pages (or stop it): only the CLI calls this, so
+    becoming an operator takes a shell on the server, never a web request."""
+    developer.is_operator = operator
+    await session.flush()
+
+
+async def operators(session: AsyncSession) -> list[Developer]:
+    rows = await session.scalars(
+        select(Developer).where(Developer.is_operator.is_(True)).order_by(Developer.email)
+    )
+    return list(rows)

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tollhouse.db.base import Base, CreatedAt
@@ -108,6 +108,8 @@ class Developer(CreatedAt, Base):
         ForeignKey("platforms.id", ondelete="CASCADE"), unique=True
     )
     last_login_at: Mapped[datetime | None]
+    # Set by `tollhouse operators add`: this account may also open the operator pages.
+    is_operator: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class DeveloperToken(CreatedAt, Base):

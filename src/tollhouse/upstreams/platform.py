@@ -270,8 +270,10 @@ async def forward(
     # The same meter as POST /api/data: one count per user, exact across replicas with Redis.
     meter = meter_of(request)
     await meter.track(session, caller.user, plan, route.units, cache_seconds)
-    # Counted and committed before the upstream is called (no transaction held open on I/O).
-    await session.commit()
+    # Counted and committed before the upstream is called (no transaction held open on I/O);
+    # a count served from memory wrote nothing, so there is nothing to commit.
+    if session.in_transaction():
+        await session.commit()
     ours = "/".join(("/gw", project_id, *route.prefix_segments))
 
     def location(value: str, sent_to: str) -> str | None:

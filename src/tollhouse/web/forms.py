@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
 
 from tollhouse.kit.errors import ValidationFailed
 from tollhouse.web.security import CSRF_FIELD, check_csrf
@@ -48,6 +49,16 @@ async def parse_body(
         if any(line.strip() for line in lines):
             given[name] = [line.strip() for line in lines if line.strip()]
     return _validated(model, given, strict=False)
+
+
+async def parse_upload(request: Request, field: str = "file") -> UploadFile:
+    """A multipart form's one file (CSRF checked first); InvalidForm when it is missing."""
+    form = await request.form(max_files=1, max_fields=MAX_FIELDS)
+    check_csrf(request, form)
+    upload = form.get(field)
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        raise InvalidForm({field: "Choose a file to upload."})
+    return upload
 
 
 async def _checked_fields(request: Request) -> dict[str, str]:

@@ -121,8 +121,10 @@ class LLMMetrics:
         self.calls.labels(provider, kind, "retryable" if error.retryable else "failed").inc()
 
 
-def _served(provider: Provider, model: str, kind: str) -> str | None:
-    # A provider may map image ids differently (the compatible server's LLM_IMAGE_MODEL).
+def served_as(provider: Provider, model: str, kind: str) -> str | None:
+    """The id `provider` is sent for `model` in a `kind` ("text" | "image") call, or None.
+
+    A provider may map image ids differently (the compatible server's LLM_IMAGE_MODEL)."""
     serves_image = getattr(provider, "serves_image", None)
     if kind == "image" and callable(serves_image):
         served: str | None = serves_image(model)
@@ -164,7 +166,7 @@ class LLMRouter:
         ordered = sorted(self._providers, key=lambda p: p.name != prefer)  # stable
         candidates = []
         for provider in ordered:
-            served = _served(provider, model, kind)
+            served = served_as(provider, model, kind)
             if served is not None:
                 candidates.append((provider, served))
         if not candidates:

@@ -1,5 +1,5 @@
 """Charts drawn on the server as SVG (no script, no CDN): the geometry here, the markup in
-`console/chart.html`."""
+`console/chart.html` (bars: usage, sales) and `console/line_chart.html` (live users)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import date, timedelta
 
 WIDTH = 600
 HEIGHT = 160
-LABEL_SPACE = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +27,10 @@ class BarChart:
     bars: list[Bar]
     peak: int
     total: int
+    # What the values count ("units"); `cents` values are money, shown as 12.34.
+    unit: str = "units"
+    cents: bool = False
     width: int = WIDTH
-    height: int = HEIGHT + LABEL_SPACE
     plot_height: int = HEIGHT
 
     @property
@@ -40,11 +41,26 @@ class BarChart:
     def last(self) -> date:
         return self.bars[-1].day
 
+    def shown(self, value: int) -> str:
+        return f"{value / 100:,.2f}" if self.cents else str(value)
 
-def daily_bars(title: str, series: Iterable[tuple[date, int]], since: date, days: int) -> BarChart:
+
+def _span(since: date, days: int) -> list[date]:
+    return [since + timedelta(days=offset) for offset in range(days)]
+
+
+def daily_bars(
+    title: str,
+    series: Iterable[tuple[date, int]],
+    since: date,
+    days: int,
+    *,
+    unit: str = "units",
+    cents: bool = False,
+) -> BarChart:
     """One bar per day from `since`, days without a value drawn as zero."""
     values = dict(series)
-    span = [since + timedelta(days=offset) for offset in range(days)]
+    span = _span(since, days)
     peak = max((values.get(day, 0) for day in span), default=0)
     slot = WIDTH / days
     bars = []
@@ -61,4 +77,63 @@ def daily_bars(title: str, series: Iterable[tuple[date, int]], since: date, days
                 value=value,
             )
         )
-    return BarChart(title, bars, peak, sum(bar.value for bar in bars))
+    return BarChart(title, bars, peak, sum(bar.value for bar in bars), unit, cents)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    x: float
+    y: float
+    day: date
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineChart:
+    """A count per day (live users) as a line over a shaded area; `latest` is the last day's."""
+
+    title: str
+    points: list[Point]
+    peak: int
+    latest: int
+    width: int = WIDTH
+    plot_height: int = HEIGHT
+
+    @property
+    def line(self) -> str:
+        """The SVG polyline's `points`."""
+        return " ".join(f"{p.x},{p.y}" for p in self.points)
+
+    @property
+    def area(self) -> str:
+        """The polygon under the line, closed along the axis."""
+        first, last = self.points[0], self.points[-1]
+        return f"{first.x},{HEIGHT} {self.line} {last.x},{HEIGHT}"
+
+    @property
+    def first(self) -> date:
+        return self.points[0].day
+
+    @property
+    def last(self) -> date:
+        return self.points[-1].day
+
+
+def daily_line(title: str, series: Iterable[tuple[date, int]], since: date, days: int) -> LineChart:
+    """One point per day from `since` (at the middle of its slot), missing days as zero; the
+    peak sits a little below the top so the line is never clipped."""
+    values = dict(series)
+    span = _span(since, days)
+    peak = max((values.get(day, 0) for day in span), default=0)
+    slot = WIDTH / days
+    usable = HEIGHT - 8
+    points = [
+        Point(
+            x=round(index * slot + slot / 2, 2),
+            y=round(HEIGHT - (usable * values.get(day, 0) / peak if peak else 0.0), 2),
+            day=day,
+            value=values.get(day, 0),
+        )
+        for index, day in enumerate(span)
+    ]
+    return LineChart(title, points, peak, points[-1].value)

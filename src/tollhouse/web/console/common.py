@@ -19,6 +19,7 @@ from tollhouse.console.deps import Console
 from tollhouse.db.session import SessionDep
 from tollhouse.identity.caller import SESSION_COOKIE, identity_context
 from tollhouse.kit.errors import NotFound, TollhouseError
+from tollhouse.metering.meter import meter_of
 from tollhouse.tenancy import developers
 from tollhouse.tenancy import service as tenancy
 from tollhouse.tenancy.models import Project
@@ -48,6 +49,7 @@ class ConsolePage:
     request: Request
     console: Console
     email: str
+    is_operator: bool = False
 
 
 async def console_page(request: Request, session: SessionDep) -> ConsolePage:
@@ -64,8 +66,9 @@ async def console_page(request: Request, session: SessionDep) -> ConsolePage:
         pepper=context.pepper,
         settings=context.settings,
         identity=context,
+        meter=meter_of(request),
     )
-    return ConsolePage(request, console, developer.email)
+    return ConsolePage(request, console, developer.email, developer.is_operator)
 
 
 ConsolePageDep = Annotated[ConsolePage, Depends(console_page)]
@@ -158,19 +161,25 @@ class Paging:
     offset: int
     limit: int
     total: int
+    # The query parameter holding this list's offset: a page with several lists pages each
+    # under its own name, the others' positions kept.
+    param: str = "offset"
 
     def url(self, offset: int) -> str:
         """This page's URL (its search kept) at another offset."""
-        params = [(k, v) for k, v in self.request.query_params.multi_items() if k != "offset"]
-        return f"{self.request.url.path}?{urlencode([*params, ('offset', str(offset))])}"
+        params = [(k, v) for k, v in self.request.query_params.multi_items() if k != self.param]
+        return f"{self.request.url.path}?{urlencode([*params, (self.param, str(offset))])}"
 
 
-def offset_of(request: Request) -> int:
-    raw = request.query_params.get("offset", "0")
+def offset_of(request: Request, param: str = "offset") -> int:
+    raw = request.query_params.get(param, "0")
     return min(int(raw), 1_000_000) if raw.isdigit() else 0
 
 
-def paged(request: Request, rows: Sequence[Row]) -> tuple[Sequence[Row], Paging]:
+def paged(
+    request: Request, rows: Sequence[Row], param: str = "offset"
+) -> tuple[Sequence[Row], Paging]:
     """A page of an already bounded list (a developer's projects or tokens)."""
-    offset = offset_of(request)
-    return rows[offset : offset + PAGE_SIZE], Paging(request, offset, PAGE_SIZE, len(rows))
+    offset = offset_of(request, param)
+    page = Paging(request, offset, PAGE_SIZE, len(rows), param)
+    return rows[offset : offset + PAGE_SIZE], page

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
@@ -16,6 +17,7 @@ from tollhouse.console.schemas import EndUserUpdate
 from tollhouse.kit.clock import utcnow
 from tollhouse.kit.errors import NotFound, TollhouseError
 from tollhouse.metering import quota
+from tollhouse.metering.meter import meter_of
 from tollhouse.tenancy.models import Project
 from tollhouse.web.console.charts import daily_bars
 from tollhouse.web.console.common import (
@@ -44,6 +46,8 @@ async def customers_page(project_id: str, page: ConsolePageDep) -> HTMLResponse:
     found = await api.list_users(
         project, page.console, limit=PAGE_SIZE, offset=offset_of(page.request), q=search
     )
+    ids = [customer.id for customer in found.users]
+    headroom = await api.headroom_of_users(project, page.console, meter_of(page.request), ids)
     usage = await api.usage(project, page.console)
     series = [(day.day, day.units) for day in usage.daily]
     chart = daily_bars("Units per day, all customers", series, usage.since, api.USAGE_DAYS)
@@ -55,6 +59,7 @@ async def customers_page(project_id: str, page: ConsolePageDep) -> HTMLResponse:
         paging=Paging(page.request, found.offset, found.limit, found.total),
         search=search,
         chart=chart,
+        headroom=headroom,
     )
 
 
@@ -70,10 +75,15 @@ async def _customer_page(
 ) -> HTMLResponse:
     try:
         customer = await api.get_user(user_id, project, page.console)
+        quota_now = await api.get_user_quota(user_id, project, page.console, page.request)
     except NotFound as exc:
         raise PageRefused(404, "Not found", "No such customer in this project.") from exc
     since = (utcnow() - timedelta(days=api.USAGE_DAYS - 1)).date()
-    series = await quota.daily_series(page.console.session, project.id, since, user_id)
+    meter = page.console.meter
+    unflushed = partial(meter.unflushed_days, project.id, since, user_id) if meter else None
+    series = await quota.daily_series(
+        page.console.session, project.id, since, user_id, unflushed=unflushed
+    )
     plans = sorted(await catalog.subscription_tier_slugs(page.console.session, project.id))
     return await show_project(
         page,
@@ -81,6 +91,7 @@ async def _customer_page(
         "customer",
         status=status,
         customer=customer,
+        headroom=quota_now.quota,
         plans=plans,
         chart=daily_bars("Units per day", series, since, api.USAGE_DAYS),
         **context,

@@ -16,6 +16,7 @@ from tollhouse.tenancy.models import Project
 from tollhouse.web.console.common import (
     ConsolePage,
     ConsolePageDep,
+    paged,
     project_of,
     refusal,
     show_project,
@@ -30,7 +31,7 @@ async def project_page(
     page: ConsolePage, project: Project, *, status: int = 200, **context: Any
 ) -> HTMLResponse:
     """The project with its keys and origins; `issued` ({kind: plaintext}) is shown once."""
-    keys = (await api.list_keys(project, page.console)).keys
+    keys, keys_page = paged(page.request, (await api.list_keys(project, page.console)).keys)
     allowed = (await origins_api.list_origins(project, page.console)).origins
     context.setdefault("issued", {})
     return await show_project(
@@ -39,6 +40,7 @@ async def project_page(
         "project",
         status=status,
         keys=keys,
+        keys_page=keys_page,
         origins=allowed,
         base_url=str(page.request.base_url).rstrip("/"),
         grace_hours=RollRequest().grace_hours,

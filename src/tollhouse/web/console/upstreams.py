@@ -15,6 +15,7 @@ from tollhouse.upstreams.platform import METHODS, UpstreamRouteCreate
 from tollhouse.web.console.common import (
     ConsolePage,
     ConsolePageDep,
+    paged,
     project_of,
     refusal,
     show_project,
@@ -28,13 +29,14 @@ router = APIRouter(include_in_schema=False)
 async def _upstreams_page(
     page: ConsolePage, project: Project, *, status: int = 200, **context: Any
 ) -> HTMLResponse:
-    routes = await api.list_upstreams(project, page.console)
+    routes, routes_page = paged(page.request, await api.list_upstreams(project, page.console))
     return await show_project(
         page,
         project,
         "upstreams",
         status=status,
         routes=routes,
+        routes_page=routes_page,
         methods=sorted(METHODS),
         gateway=f"{str(page.request.base_url).rstrip('/')}/gw/{project.id}",
         **context,
