@@ -14,11 +14,13 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from tollhouse.config import SecretsMode, Settings
+    from tollhouse.kit.invalidation import Invalidation
 
 T = TypeVar("T")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 CLI_AUDIT = {"via": "cli"}
-# The command's kit.invalidation.Invalidation, on its session's `info`.
+# On the command's session `info`: its settings and the kit.invalidation.Invalidation made
+# on first use (a command that changes nothing cached never imports it).
 _INVALIDATION = "tollhouse.commands.invalidation"
 
 
@@ -80,16 +82,15 @@ def run(
 
     from tollhouse.db.engine import Database
     from tollhouse.kit.errors import TollhouseError
-    from tollhouse.kit.invalidation import Invalidation
     from tollhouse.tenancy.service import ensure_home_project
 
     async def main() -> T:
         database = Database(settings.effective_database_url)
         # What the command changes that running replicas cache is published on commit.
-        invalidation = Invalidation(settings.redis_url, settings.invalidation_channel)
+        published: list[Invalidation] = []
         try:
             async with database.session() as session:
-                session.info[_INVALIDATION] = invalidation
+                session.info[_INVALIDATION] = (settings, published)
                 # What wiring.home_project_id does, without importing every domain's wiring.
                 home = (
                     await ensure_home_project(
@@ -98,7 +99,8 @@ def run(
                 ).id
                 return await work(session, home, settings)
         finally:
-            await invalidation.stop()  # the messages are sent before the command exits
+            for invalidation in published:  # the messages are sent before the command exits
+                await invalidation.stop()
             await database.dispose()
 
     try:
@@ -112,7 +114,12 @@ def run(
 def forget_key(session: AsyncSession, key_id: str) -> None:
     """A key this command rolls or revokes: once it commits, every running replica drops
     its cached copy (the API's message; with Redis, within a second)."""
-    session.info[_INVALIDATION].on_commit(session, "key", key_id)
+    from tollhouse.kit.invalidation import Invalidation
+
+    settings, published = session.info[_INVALIDATION]
+    if not published:
+        published.append(Invalidation(settings.redis_url, settings.invalidation_channel))
+    published[0].on_commit(session, "key", key_id)
 
 
 @contextmanager
