@@ -166,6 +166,7 @@ def create_app(
             generation = app.state.generation = wiring.generations(
                 settings, database, metrics.registry, queue
             )
+            wiring.background_tasks(generation, app.state.upstreams)
         app.state.meter = wiring.meter(settings, database)
         wiring.periodic_jobs(queue, settings, database, generation, app.state.assets)
         key_usage = app.state.identity.key_usage

@@ -23,6 +23,7 @@ from tollhouse.billing.gateway.products import Catalogue
 from tollhouse.billing.stripe.client import StripeGateway
 from tollhouse.config import ConfigError, Settings
 from tollhouse.db.engine import Database
+from tollhouse.generation import entities
 from tollhouse.generation.callbacks import CallbackSender
 from tollhouse.generation.events import event_bus_from_url
 from tollhouse.generation.llm.router import router_from_settings
@@ -48,6 +49,7 @@ from tollhouse.metering import caches as metering_caches
 from tollhouse.metering.meter import Meter, meter_from_settings
 from tollhouse.metering.rate_limit import RateLimiter, rate_limiter_from_url
 from tollhouse.tenancy.service import KeyMatch, ensure_home_project
+from tollhouse.upstreams.clockchain_client import ClockchainClient
 from tollhouse.upstreams.context import UpstreamContext
 from tollhouse.upstreams.policy import PolicyError
 
@@ -203,6 +205,12 @@ def generations(
     )
 
 
+def background_tasks(generation: Generations, upstreams: UpstreamContext) -> None:
+    """The task kinds (kit/tasks.py), registered alike where tasks are enqueued and run."""
+    relay = upstreams.clockchain
+    entities.register_reground(generation, ClockchainClient(relay.upstream) if relay else None)
+
+
 def ledger_context(settings: Settings) -> LedgerContext:
     return LedgerContext(
         costs=configured_costs(settings.credit_costs),
@@ -284,6 +292,11 @@ def periodic_jobs(
         )
         queue.every(
             settings.hold_sweep_interval_seconds, "purge_deleted_images", generation.purge_images
+        )
+        queue.every(
+            settings.hold_sweep_interval_seconds,
+            "fail_abandoned_tasks",
+            generation.tasks.sweep_abandoned,
         )
     queue.every(
         settings.hold_sweep_interval_seconds,

@@ -1,9 +1,10 @@
 """`tollhouse worker`: runs the shared queue's jobs (JOB_QUEUE=redis), serves no HTTP.
 
-Generation runs enqueued by any replica, and the cluster's periodic jobs (sweepers, purges,
-grants) once per period. SIGTERM or SIGINT: stop taking jobs, let running ones finish for
-up to DRAIN_TIMEOUT_SECONDS, then cancel the rest (a cancelled run fails and refunds
-itself). A worker killed outright leaves its jobs to the others (kit/queue.py).
+Generation runs, callbacks and background tasks (re-grounding) enqueued by any replica,
+and the cluster's periodic jobs (sweepers, purges, grants) once per period. SIGTERM or
+SIGINT: stop taking jobs, let running ones finish for up to DRAIN_TIMEOUT_SECONDS, then
+cancel the rest (a cancelled run fails and refunds itself; a cancelled task fails). A
+worker killed outright leaves its jobs to the others (kit/queue.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ async def work(settings: Settings, stop: asyncio.Event) -> None:
         pool_pre_ping=settings.database_pool_pre_ping,
     )
     generation = wiring.generations(settings, database, CollectorRegistry(), queue)
+    upstreams = wiring.upstream_context(settings)  # the clockchain, for re-grounding tasks
+    wiring.background_tasks(generation, upstreams)
     assets = wiring.asset_context(settings)
     wiring.periodic_jobs(queue, settings, database, generation, assets)
     await queue.start(run_jobs=True)
@@ -46,6 +49,7 @@ async def work(settings: Settings, stop: asyncio.Event) -> None:
         log.info("worker_stopping")
         await queue.stop()
         await generation.close()
+        await upstreams.close()
         await assets.close()
         await database.dispose()
 

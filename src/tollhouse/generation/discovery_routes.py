@@ -109,11 +109,8 @@ async def reground(
         prefix=entities.REGROUND_PREFIX,
     )
     await session.commit()
-    domain.tasks.start(
-        task.id,
-        lambda: entities.reground(
-            domain, clockchain, entity_id, deep=body.deep, x_handle=body.x_handle
-        ),
+    await domain.tasks.start(
+        task, {"entity_id": entity_id, "deep": body.deep, "x_handle": body.x_handle}
     )
     return _view(task)
 

@@ -83,3 +83,29 @@ async def reground(
         entity_id, {**result, "deep": deep, "grounding": grounding.model_dump(mode="json")}
     )
     return result
+
+
+def register_reground(domain: Generations, clockchain: ClockchainClient | None) -> None:
+    """Re-grounding as a task kind: its payload names the figure and the options, and the
+    worker that takes it grounds through its own LLM router and clockchain client. An
+    attempt after a dead worker grounds again (writing the figure's grounding twice is
+    harmless)."""
+
+    async def work(payload: dict[str, Any]) -> dict[str, Any]:
+        if clockchain is None:
+            raise ClockchainUnavailable("This worker has no clockchain (CLOCKCHAIN_SERVICE_URL).")
+        return await reground(
+            domain,
+            clockchain,
+            payload["entity_id"],
+            deep=bool(payload["deep"]),
+            x_handle=payload.get("x_handle"),
+        )
+
+    settings = domain.settings
+    domain.tasks.register(
+        REGROUND,
+        work,
+        timeout_seconds=settings.generation_timeout_seconds,
+        attempts=settings.generation_job_attempts,
+    )

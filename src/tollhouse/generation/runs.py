@@ -189,8 +189,8 @@ class Generations:
             (settings.permissive_image_model, settings.llm_image_model),
             cache_seconds=settings.models_cache_seconds,
         )
-        # One-off background work (re-grounding); a later queue replaces the runner.
-        self.tasks = TaskRunner(database)
+        # One-off background work (re-grounding): jobs on the same queue.
+        self.tasks = TaskRunner(database, queue, heartbeat_seconds=settings.job_heartbeat_seconds)
         # Runs executing in this process, and requests of this process waiting on a run.
         self._tasks: dict[uuid.UUID, asyncio.Task[Any]] = {}
         self._waiters: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
