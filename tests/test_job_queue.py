@@ -12,24 +12,31 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import select
 
 from cli_support import tollhouse
+from clockchain_peer import KEY as CLOCKCHAIN_KEY
+from clockchain_peer import ClockchainPeer
 from conftest import make_settings
 from gen_support import GENERATE, REJECTED
 from llm_peer import LLMPeer
 from queue_worker import attempt_handler
 from scene_script import QUERY, script_scene
-from support import as_user, resolve, serving
+from support import SERVICE, as_user, resolve, serving
 from tollhouse import worker
 from tollhouse.app import create_app
-from tollhouse.config import ConfigError
+from tollhouse.config import ConfigError, Settings
+from tollhouse.db.engine import Database
+from tollhouse.kit.clock import utcnow
 from tollhouse.kit.queue import InProcessQueue, JobLost, SaqQueue
+from tollhouse.kit.tasks import ABANDONED, JOB_MARGIN_SECONDS, BackgroundTask, TaskRunner
 
 pytestmark = pytest.mark.anyio
 
@@ -110,6 +117,53 @@ async def test_the_in_process_queue_runs_periodic_jobs_in_this_process() -> None
         await until(ran_twice, "the periodic job ran again")
     finally:
         await queue.stop()
+
+
+async def test_a_task_runs_once_and_one_left_unfinished_past_its_attempts_is_failed(
+    sqlite_url: str,
+) -> None:
+    database = Database(sqlite_url)
+    queue = InProcessQueue()
+    runner = TaskRunner(database, queue, heartbeat_seconds=1)
+    ran: list[dict[str, Any]] = []
+
+    async def probe(payload: dict[str, Any]) -> dict[str, Any]:
+        ran.append(payload)
+        return {"seen": payload["n"]}
+
+    runner.register("probe", probe, timeout_seconds=60, attempts=2)
+    await queue.start(run_jobs=True)
+    stale = utcnow() - timedelta(seconds=2 * (60 + JOB_MARGIN_SECONDS + 3) + 1)
+    try:
+        async with database.session() as session:
+            fresh = TaskRunner.submit(
+                session, project_id="p", kind="probe", subject="s", prefix="pr"
+            )
+            done = TaskRunner.submit(
+                session, project_id="p", kind="probe", subject="s", prefix="pr"
+            )
+            done.status = "completed"
+            lost = TaskRunner.submit(
+                session, project_id="p", kind="probe", subject="s", prefix="pr"
+            )
+            lost.status, lost.updated_at = "running", stale
+            await session.commit()
+        await runner.start(fresh, {"n": 1})
+        await runner.start(done, {"n": 2})  # a retry of a task an attempt already ended
+        await runner.wait()
+        assert ran == [{"n": 1}]
+        assert await runner.sweep_abandoned() == 1
+        async with database.session() as session:
+            rows = {
+                row.id: (row.status, row.error, row.result)
+                for row in await session.scalars(select(BackgroundTask))
+            }
+        assert rows[fresh.id] == ("completed", None, {"seen": 1})
+        assert rows[done.id] == ("completed", None, None)
+        assert rows[lost.id] == ("failed", ABANDONED, None)
+    finally:
+        await queue.stop()
+        await database.dispose()
 
 
 async def test_a_gateway_without_a_shared_queue_is_refused(tmp_path: Path) -> None:
@@ -231,12 +285,16 @@ async def test_a_periodic_job_runs_once_per_period_across_two_workers(
 # --- generation runs as jobs ---------------------------------------------------------------
 
 
-@asynccontextmanager
-async def gateway_and_worker(
-    database_url: str, tmp_path: Path, llm_peer: LLMPeer, redis_url: str, queue_name: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A `--role gateway` app (enqueues only) and a `tollhouse worker` (runs the jobs)."""
-    settings = make_settings(
+def queue_settings(
+    database_url: str,
+    tmp_path: Path,
+    llm_peer: LLMPeer,
+    redis_url: str,
+    queue_name: str,
+    **overrides: Any,
+) -> Settings:
+    """Settings of a gateway and its workers sharing this test's queue and Redis prefixes."""
+    return make_settings(
         database_url,
         tmp_path,
         llm_base_url=llm_peer.openai_base_url,
@@ -251,16 +309,34 @@ async def gateway_and_worker(
         rate_limit_key_prefix=f"{queue_name}:rl:",
         metering_key_prefix=f"{queue_name}:meter:",
         invalidation_channel=f"{queue_name}:invalidate",
+        **overrides,
     )
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[None]:
+    """A `tollhouse worker` in this process, stopped (SIGTERM's way) on leaving."""
     stop = asyncio.Event()
-    async with serving(create_app(settings, "gateway")) as url:
-        running = asyncio.create_task(worker.work(settings, stop))
-        try:
-            async with httpx.AsyncClient(base_url=url, timeout=WITHIN_SECONDS) as http:
-                yield http
-        finally:
-            stop.set()
-            await running
+    running = asyncio.create_task(worker.work(settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await running
+
+
+@asynccontextmanager
+async def gateway_and_worker(
+    database_url: str, tmp_path: Path, llm_peer: LLMPeer, redis_url: str, queue_name: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A `--role gateway` app (enqueues only) and a `tollhouse worker` (runs the jobs)."""
+    settings = queue_settings(database_url, tmp_path, llm_peer, redis_url, queue_name)
+    async with (
+        serving(create_app(settings, "gateway")) as url,
+        running_worker(settings),
+        httpx.AsyncClient(base_url=url, timeout=WITHIN_SECONDS) as http,
+    ):
+        yield http
 
 
 async def test_a_gateway_enqueues_and_a_worker_runs_the_generation_charged_once(
@@ -295,3 +371,57 @@ async def test_a_generation_that_fails_on_a_worker_releases_its_hold(
         assert moves == [(5, "refund"), (-5, "generation")]
         balance = await http.get("/api/v1/credits/balance", headers=as_user(user))
         assert balance.json()["balance"] == 50
+
+
+# --- background tasks as jobs --------------------------------------------------------------
+
+
+async def test_a_regrounding_submitted_on_a_gateway_waits_on_the_queue_and_a_worker_runs_it(
+    database_url: str,
+    tmp_path: Path,
+    llm_peer: LLMPeer,
+    redis_url: str,
+    queue_name: str,
+    clockchain_peer: ClockchainPeer,
+) -> None:
+    script_scene(llm_peer.script)
+    settings = queue_settings(
+        database_url,
+        tmp_path,
+        llm_peer,
+        redis_url,
+        queue_name,
+        clockchain_service_url=clockchain_peer.url,
+        clockchain_service_key=CLOCKCHAIN_KEY,
+    )
+    url = "/api/v1/internal/entities/fig_armstrong/reground"
+    async with (
+        serving(create_app(settings, "gateway")) as base,
+        httpx.AsyncClient(base_url=base, timeout=WITHIN_SECONDS) as http,
+    ):
+        queued = await http.post(url, json={"deep": False}, headers=SERVICE)
+        assert queued.status_code == 202, queued.text
+        task_id = queued.json()["task_id"]
+        # The gateway ran nothing: the job waits in Redis, the row says queued.
+        observer = SaqQueue(redis_url, queue_name, heartbeat_seconds=1)
+        await observer.start(run_jobs=False)
+        try:
+            assert await observer.backend.count("queued") == 1
+        finally:
+            await observer.stop()
+        status = await http.get(f"{url}/{task_id}", headers=SERVICE)
+        assert status.json()["status"] == "queued"
+        assert not [r for r in clockchain_peer.received if r[0] == "PATCH"]
+
+        async def ended() -> bool:
+            body = (await http.get(f"{url}/{task_id}", headers=SERVICE)).json()
+            return bool(body["status"] in ("completed", "failed"))
+
+        async with running_worker(settings):
+            await until(ended, "a worker ran the re-grounding")
+        final = (await http.get(f"{url}/{task_id}", headers=SERVICE)).json()
+        assert final["status"] == "completed", final
+        assert final["confidence"] == 0.95
+        grounded = [body for method, _path, body in clockchain_peer.received if method == "PATCH"]
+        assert len(grounded) == 1
+        assert grounded[0]["deep"] is False
