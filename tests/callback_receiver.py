@@ -27,6 +27,7 @@ from starlette.routing import Route
 from support import in_thread
 
 SLOW = -1  # a scripted "status" that answers 200 only after the client has timed out
+HELD = -2  # a scripted "status": the request is never answered (held until the client goes)
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Receiver:
     port: int = 0
     script: list[int] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
+    # Requests answered with a 2xx: the deliveries the caller was told succeeded.
+    delivered: int = 0
 
     def url(self, host: str = "127.0.0.1", path: str = "/hook") -> str:
         return f"https://{host}:{self.port}{path}"
@@ -50,6 +53,7 @@ class Receiver:
     def reset(self, *script: int) -> None:
         self.script = list(script)
         self.seen = []
+        self.delivered = 0
 
     async def handle(self, request: Request) -> Response:
         self.seen.append(Seen(request.url.path, dict(request.headers), await request.body()))
@@ -57,6 +61,14 @@ class Receiver:
         if status == SLOW:
             await asyncio.sleep(2)  # 20 times the tests' timeout: late however slow the machine
             status = 200
+        if status == HELD:
+            for _ in range(600):  # bounded: 30 s
+                if await request.is_disconnected():
+                    break
+                await asyncio.sleep(0.05)
+            return Response(status_code=503)
+        if 200 <= status < 300:
+            self.delivered += 1
         headers = {"Location": "https://example.com/"} if 300 <= status < 400 else None
         return Response(status_code=status, headers=headers)
 

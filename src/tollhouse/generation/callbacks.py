@@ -7,6 +7,10 @@ time and connects only to the one it checked (`public_only_transport`). Transien
 failures (network errors, timeouts, 429, 5xx) are retried with doubling backoff; any other
 answer is final. Logs name the host only: the URL's path and the body may carry the caller's
 data.
+
+A callback is a job of its own on the job queue (`enqueue`; payload: the URL, the body and
+the attempt settings), so a worker that dies mid-delivery leaves the rest of it to another
+worker, which sends it again from the first attempt (a receiver may see a callback twice).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from urllib.parse import urlsplit
 import httpx
 import structlog
 
+from tollhouse.kit.queue import JobQueue, Payload
 from tollhouse.kit.ssrf import UrlNotAllowed, check_public_url, public_only_transport
 
 log = structlog.get_logger("tollhouse.callbacks")
 
 USER_AGENT = "Tollhouse-Callback/1"
+CALLBACK_JOB = "callback"
 
 
 async def validate_callback_url(url: str, *, allow_private: bool) -> None:
@@ -81,12 +87,51 @@ class CallbackSender:
             )
         return self._client
 
-    async def send(self, url: str, payload: dict[str, Any]) -> bool:
-        """True once a 2xx answer came back; False when refused, rejected or out of attempts."""
+    def budget_seconds(self) -> float:
+        """The longest a delivery may take: every attempt timing out in each phase, and the
+        backoffs between attempts."""
+        attempts = self.max_attempts
+        backoffs = self.backoff_seconds * (2 ** (attempts - 1) - 1)
+        return attempts * (4 * self._timeout + 5) + backoffs
+
+    async def deliver(self, job: Payload) -> bool:
+        """The `CALLBACK_JOB` handler: send what `enqueue` queued."""
+        return await self.send(
+            job["url"],
+            job["body"],
+            max_attempts=int(job["max_attempts"]),
+            backoff_seconds=float(job["backoff_seconds"]),
+        )
+
+    async def enqueue(self, queue: JobQueue, url: str, payload: dict[str, Any], key: str) -> None:
+        """Queue the delivery (best effort: a queue that refuses it is logged, not raised)."""
+        job = {
+            "url": url,
+            "body": payload,
+            "max_attempts": self.max_attempts,
+            "backoff_seconds": self.backoff_seconds,
+        }
+        try:
+            await queue.enqueue(CALLBACK_JOB, job, key=key)
+        except Exception:  # Redis away, or this callback already queued
+            log.exception("callback_enqueue_failed", host=_host(url))
+
+    async def send(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        *,
+        max_attempts: int | None = None,
+        backoff_seconds: float | None = None,
+    ) -> bool:
+        """True once a 2xx answer came back; False when refused, rejected or out of attempts
+        (this sender's attempts and backoff unless the job gave its own)."""
         host = _host(url)
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
-        for attempt in range(1, self.max_attempts + 1):
+        attempts = max(1, max_attempts or self.max_attempts)
+        backoff = self.backoff_seconds if backoff_seconds is None else backoff_seconds
+        for attempt in range(1, attempts + 1):
             try:
                 await check_public_url(url, allow_private=self.allow_private)
             except UrlNotAllowed:
@@ -105,10 +150,10 @@ class CallbackSender:
                     log.warning("callback_rejected", host=host, attempt=attempt, status=status)
                     return False
                 outcome = str(status)
-            if attempt == self.max_attempts:
+            if attempt == attempts:
                 log.warning("callback_failed", host=host, attempts=attempt, outcome=outcome)
                 return False
-            delay = self.backoff_seconds * 2 ** (attempt - 1)
+            delay = backoff * 2 ** (attempt - 1)
             log.info("callback_retry", host=host, attempt=attempt, outcome=outcome, delay=delay)
             await self._sleep(delay)
         return False  # unreachable: the last attempt returns above

@@ -30,7 +30,7 @@ import structlog
 from tollhouse.config import Settings
 from tollhouse.db.engine import Database
 from tollhouse.generation import planning, provenance, repository, service, tdf, views
-from tollhouse.generation.callbacks import CallbackSender
+from tollhouse.generation.callbacks import CALLBACK_JOB, CallbackSender
 from tollhouse.generation.context import RunLLM, SceneContext, SceneRequest
 from tollhouse.generation.events import EventBus, GenerationEvent, RedisBus
 from tollhouse.generation.llm.base import Sampling
@@ -173,6 +173,13 @@ class Generations:
             timeout_seconds=settings.generation_timeout_seconds + JOB_MARGIN_SECONDS,
             attempts=settings.generation_job_attempts,
         )
+        # A delivery whose worker died is sent again by another (as often as a run is).
+        queue.register(
+            CALLBACK_JOB,
+            self.deliver_callback,
+            timeout_seconds=callbacks.budget_seconds(),
+            attempts=settings.generation_job_attempts,
+        )
         self.presets: dict[str, Preset] = load_presets(settings.generation_presets)
         self.links = views.Links(
             settings.share_url_base,
@@ -194,7 +201,6 @@ class Generations:
         # Runs executing in this process, and requests of this process waiting on a run.
         self._tasks: dict[uuid.UUID, asyncio.Task[Any]] = {}
         self._waiters: dict[uuid.UUID, asyncio.Task[Outcome]] = {}
-        self._extra: set[asyncio.Task[Any]] = set()
         # Set while draining with a shared bus: streams end, clients follow from elsewhere.
         self.handed_off = asyncio.Event()
 
@@ -462,13 +468,13 @@ class Generations:
                 "error": error,
                 "request_context": job.request_context,
             }
-        self.background(self.callbacks.send(job.callback_url, payload))
+        await self.callbacks.enqueue(
+            self.queue, job.callback_url, payload, key=f"callback:{job.timepoint_id}"
+        )
 
-    def background(self, work: Any) -> None:
-        """Work that outlives the run (callback retries); cancelled on shutdown."""
-        task: asyncio.Task[Any] = asyncio.ensure_future(work)
-        self._extra.add(task)
-        task.add_done_callback(self._extra.discard)
+    async def deliver_callback(self, job: dict[str, Any]) -> bool:
+        """The callback job's handler, through this process's sender."""
+        return await self.callbacks.deliver(job)
 
     async def wait(self, timepoint_id: uuid.UUID) -> None:
         """Until a run this process started or runs has ended (tests and shutdown)."""
@@ -511,7 +517,7 @@ class Generations:
 
     async def close(self) -> None:
         """Shutdown: stop every run (each refunds itself), then the clients."""
-        tasks = [*self._tasks.values(), *self._waiters.values(), *self._extra]
+        tasks = [*self._tasks.values(), *self._waiters.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
