@@ -6,6 +6,7 @@ completion and refunded on failure."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -21,6 +22,8 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
 
+from callback_receiver import HELD, Receiver
+from callback_worker import callback_queue
 from cli_support import tollhouse
 from clockchain_peer import KEY as CLOCKCHAIN_KEY
 from clockchain_peer import ClockchainPeer
@@ -280,6 +283,52 @@ async def test_a_periodic_job_runs_once_per_period_across_two_workers(
     finally:
         for queue in workers:
             await queue.stop()
+
+
+async def test_a_callback_whose_worker_is_killed_mid_delivery_is_delivered_once_by_another(
+    redis_url: str, queue_name: str, receiver: Receiver, tls_files: tuple[Path, Path]
+) -> None:
+    cafile = str(tls_files[0])
+    receiver.reset(HELD)  # the first delivery is never answered: its worker dies waiting
+    doomed = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("callback_worker.py")),
+        redis_url,
+        queue_name,
+        cafile,
+    )
+    producer, producer_sender = callback_queue(redis_url, queue_name, cafile)
+    survivor, survivor_sender = callback_queue(redis_url, queue_name, cafile, "survivor")
+    await producer.start(run_jobs=False)
+    body = {"id": "tp_1", "status": "completed"}
+    try:
+        await producer_sender.enqueue(producer, receiver.url(), body, key="callback:tp_1")
+
+        async def first_delivery_held() -> bool:
+            return len(receiver.seen) == 1
+
+        await until(first_delivery_held, "the other process took the callback")
+        doomed.send_signal(signal.SIGKILL)
+        assert await doomed.wait() == -signal.SIGKILL
+        await survivor.start(run_jobs=True)
+
+        async def settled() -> bool:
+            backend = producer.backend
+            idle = await backend.count("queued") == 0 and await backend.count("active") == 0
+            return idle and receiver.delivered >= 1
+
+        await until(settled, "the survivor delivered the callback")
+        assert receiver.delivered == 1
+        assert len(receiver.seen) == 2
+        assert [json.loads(seen.body) for seen in receiver.seen] == [body, body]
+    finally:
+        if doomed.returncode is None:
+            doomed.kill()
+            await doomed.wait()
+        await producer.stop()
+        await survivor.stop()
+        await producer_sender.close()
+        await survivor_sender.close()
 
 
 # --- generation runs as jobs ---------------------------------------------------------------
