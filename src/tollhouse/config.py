@@ -248,15 +248,17 @@ class Settings(BaseSettings):
     replica_name: str | None = Field(None, min_length=1, max_length=100)
     # On SIGTERM: how long in-flight requests may run on before the process exits anyway.
     drain_timeout_seconds: float = Field(20.0, ge=0)
-    # Where background jobs (generation runs, sweepers, purges, grants) run: memory = tasks of
-    # this process (embedded default); redis = the SAQ queue on REDIS_URL, run by `tollhouse
-    # worker` processes (and `serve --role all`), once per period across the cluster.
+    # Where background jobs (generation runs, callbacks, re-grounding, sweepers, purges,
+    # grants) run: memory = tasks of this process (embedded default); redis = the SAQ queue on
+    # REDIS_URL, run by `tollhouse worker` processes (and `serve --role all`), periodic ones
+    # once per period across the cluster.
     job_queue: Literal["memory", "redis"] = "memory"
     # The SAQ queue's name (its Redis keys start with saq:<name>:).
     job_queue_name: str = Field("tollhouse", min_length=1, max_length=100)
     # A running job silent this long (its worker was killed) is taken back by another worker.
     job_heartbeat_seconds: float = Field(10.0, ge=1)
-    # Runs of one generation at most: a run whose worker died is run again until this many.
+    # Runs of one generation (callback, re-grounding task) at most: one whose worker died is
+    # run again until this many.
     generation_job_attempts: int = Field(2, ge=1, le=10)
 
     # Quota metering off the request path (metering/meter.py): counts are decided in memory
