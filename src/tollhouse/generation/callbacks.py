@@ -91,7 +91,7 @@ class CallbackSender:
         """The longest a delivery may take: every attempt timing out in each phase, and the
         backoffs between attempts."""
         attempts = self.max_attempts
-        backoffs = self.backoff_seconds * (2 ** (attempts - 1) - 1)
+        backoffs = self.backoff_seconds * float(2 ** (attempts - 1) - 1)
         return attempts * (4 * self._timeout + 5) + backoffs
 
     async def deliver(self, job: Payload) -> bool:
