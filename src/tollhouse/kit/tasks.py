@@ -114,11 +114,16 @@ class TaskRunner:
         return task
 
     async def start(self, task: BackgroundTask, work: dict[str, Any]) -> None:
-        """Enqueue the committed task; `work` is its kind's JSON payload."""
+        """Enqueue the committed task; `work` is its kind's JSON payload. A queue that refuses
+        it (Redis away) leaves the row queued for `sweep_abandoned` to fail, not the request."""
         spec = self._kinds[task.kind]
-        handle = await self._queue.enqueue(
-            job_name(task.kind), {"task_id": task.id, "work": work}, key=f"task:{task.id}"
-        )
+        try:
+            handle = await self._queue.enqueue(
+                job_name(task.kind), {"task_id": task.id, "work": work}, key=f"task:{task.id}"
+            )
+        except Exception:
+            log.exception("task_enqueue_failed", task_id=task.id, kind=task.kind)
+            return
         limit = spec.attempts * (spec.timeout_seconds + JOB_MARGIN_SECONDS + 3 * self._heartbeat)
         waiting = asyncio.create_task(self._ended(handle, limit), name=f"task:{task.id}")
         self._waiting.add(waiting)
