@@ -134,7 +134,11 @@ async def test_leases_in_flight_never_refuse_a_call_under_the_limit(
         *(tracked(meter, world, "ten", user=world.bob) for _ in range(200)),
         return_exceptions=True,
     )
-    assert sorted(u.count for u in others if isinstance(u, Usage)) == list(range(1, 51))
+    # Admission is exact: 50 served, 150 refused. The running count each answer reports is
+    # the process's view when it was served; across two leases' hand-over it can repeat a
+    # number (seen on PostgreSQL), so only its bounds are asserted here.
+    served = [u.count for u in others if isinstance(u, Usage)]
+    assert len(served) == 50 and min(served) >= 1 and max(served) == 50, sorted(served)
     assert sum(isinstance(u, QuotaExceeded) for u in others) == 150
     await meter.flush()
     assert await stored_count(world) == 50
